@@ -1,0 +1,48 @@
+"""One place for taskvec's constants and environment variables (read at call time, not import time)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_HOME = "TASKVEC_HOME"
+ENV_DB = "TASKVEC_DB"
+ENV_DEBUG = "TASKVEC_DEBUG"
+
+DEFAULT_HOME = Path("~/.cache/taskvec")
+
+# Alembic keeps its revision in a table of our own: Optuna's RDB storage owns `alembic_version`.
+ALEMBIC_VERSION_TABLE = "taskvec_alembic_version"
+
+# Hub weight file names, in the order we trust them (safetensors first; pickles never executed).
+SAFETENSORS_SINGLE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_SINGLE = "pytorch_model.bin"
+PYTORCH_INDEX = "pytorch_model.bin.index.json"
+CONFIG_NAME = "config.json"
+MODEL_CARD = "README.md"
+
+# Tied-embedding names in T5: all alias `shared.weight` when `tie_word_embeddings` is true.
+T5_SHARED = "shared.weight"
+T5_TIED_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
+
+GLUE_TASKS = ("mrpc", "rte", "cola", "sst2")
+GLUE_HUB_DATASET = "nyu-mll/glue"
+
+
+def home() -> Path:
+    """Root folder for taskvec's own files (database, vector cache)."""
+    return Path(os.environ.get(ENV_HOME) or DEFAULT_HOME).expanduser()
+
+
+def default_db_url() -> str:
+    """The database URL: `TASKVEC_DB`, else a SQLite file under `TASKVEC_HOME`."""
+    url = os.environ.get(ENV_DB)
+    if url:
+        return url
+    return f"sqlite:///{home() / 'taskvec.db'}"
+
+
+def vector_cache_dir() -> Path:
+    """Where precomputed task vectors are cached, keyed by (base sha, candidate sha)."""
+    return home() / "vectors"

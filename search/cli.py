@@ -1,0 +1,84 @@
+"""The `taskvec` command: subcommands map to plain typed functions in `registry` and `search`.
+
+Errors a user can act on (`TaskvecError`) print as one line; `--debug` (or TASKVEC_DEBUG=1) shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from registry import __version__
+from registry import cli as registry_cli
+from registry.constants import ENV_DEBUG
+from registry.errors import TaskvecError
+
+app = typer.Typer(
+    name="taskvec",
+    help="Find T5 checkpoints whose task vectors improve a fine-tuned model, and search their compositions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(registry_cli.app, name="registry")
+app.add_typer(registry_cli.db_app, name="db")
+
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"taskvec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    if debug:
+        os.environ[ENV_DEBUG] = "1"
+
+
+# --- commands: each a thin wrapper over a function of search/ or registry/ -------------------------------
+# (finetune: search/finetune.py; eval: search/scoring.py; merge: search/export.py; screen/search/leaderboard/
+# export/report: search/screen.py, study.py, leaderboard.py)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning user-facing errors into one line."""
+    try:
+        app(standalone_mode=False)
+    except TaskvecError as exc:
+        if os.environ.get(ENV_DEBUG):
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: completed work is saved; rerun the same command to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.TyperException as exc:  # usage errors: typer shows them with the command's help hint
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if os.environ.get(ENV_DEBUG):
+            raise
+        err_console.print(
+            f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
