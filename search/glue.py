@@ -103,9 +103,7 @@ TASKS: dict[str, TaskSpec] = {
 """The four target tasks of the paper's T5 experiment."""
 
 AUX_TASKS: dict[str, TaskSpec] = {
-    "qqp": TaskSpec(
-        "qqp", ("question1", "question2"), {0: "not_duplicate", 1: "duplicate"}, "f1_acc"
-    ),
+    "qqp": TaskSpec("qqp", ("question1", "question2"), {0: "not_duplicate", 1: "duplicate"}, "f1_acc"),
     "mnli": TaskSpec(
         "mnli",
         ("hypothesis", "premise"),
