@@ -39,6 +39,7 @@ class TaskSpec:
 
     @property
     def label_ids(self) -> tuple[int, ...]:
+        """GLUE label ids in ascending order (the order of the scorer's label columns)."""
         return tuple(sorted(self.label_words))
 
     @property
@@ -55,6 +56,7 @@ class TaskSpec:
         return " ".join(parts)
 
     def target_text(self, label: int) -> str:
+        """The label word T5 is trained to emit for GLUE label id `label`."""
         return self.label_words[int(label)]
 
     def parse_prediction(self, text: str) -> int:
@@ -68,28 +70,44 @@ class TaskSpec:
     def compute_metrics(self, labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
         """All metrics of this task, x100, plus `score` (the paper's metric).
 
+        Args:
+            labels: gold GLUE label ids.
+            predictions: predicted label ids; anything else (INVALID_LABEL) counts as wrong.
+
+        Returns:
+            `{"accuracy", "score"}` plus `mcc` (CoLA) or `f1` (MRPC), all x100.
+
         Raises:
-            DataError: if there are no examples or the two sequences differ in length.
+            DataError: if there are no examples, the two sequences differ in length, or a gold label is
+                not one of the task's ids.
         """
-        y = np.asarray(labels, dtype=np.int64)
-        p = np.asarray(predictions, dtype=np.int64)
+        y = np.asarray(labels, dtype=np.int64).reshape(-1)
+        p = np.asarray(predictions, dtype=np.int64).reshape(-1)
         if len(y) == 0 or len(y) != len(p):
             raise DataError(f"{self.name}: cannot score {len(p)} predictions against {len(y)} labels")
-        # An invalid prediction must count as wrong whatever the metric: map it to a wrong label.
-        invalid = p == INVALID_LABEL
+        ids = np.asarray(self.label_ids, dtype=np.int64)
+        bad_gold = ~np.isin(y, ids)
+        if bad_gold.any():
+            # e.g. GLUE's test split (labels -1): such examples cannot be scored.
+            raise DataError(
+                f"{self.name}: gold label {int(y[bad_gold][0])} is not one of the task's ids {self.label_ids}"
+            )
+        # Anything that is not a label id (INVALID_LABEL from an unparseable generation) counts as wrong
+        # whatever the metric: replace it by a wrong label, as T5's `f1_score_with_invalid` does.
+        invalid = ~np.isin(p, ids)
         if invalid.any():
             p = p.copy()
             other = {lab: next(o for o in self.label_ids if o != lab) for lab in self.label_ids}
             p[invalid] = [other[int(t)] for t in y[invalid]]
-        acc = 100.0 * accuracy_score(y, p)
+        acc = 100.0 * float(accuracy_score(y, p))
         if self.metric == "accuracy":
             return {"accuracy": acc, "score": acc}
         if self.metric == "mcc":
             # sklearn returns 0.0 when one class is never predicted (the GLUE convention).
-            mcc = 100.0 * matthews_corrcoef(y, p)
+            mcc = 100.0 * float(matthews_corrcoef(y, p))
             return {"mcc": mcc, "accuracy": acc, "score": mcc}
         if self.metric == "f1_acc":
-            f1 = 100.0 * f1_score(y, p, pos_label=1, average="binary", zero_division=0.0)
+            f1 = 100.0 * float(f1_score(y, p, pos_label=1, average="binary", zero_division=0.0))
             return {"f1": f1, "accuracy": acc, "score": (f1 + acc) / 2.0}
         raise ValueError(f"unknown metric {self.metric!r}")
 

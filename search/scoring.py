@@ -1,0 +1,460 @@
+"""The scorer: the hot loop of every screening and search trial.
+
+A `Scorer` is bound to a live model and tokenizer and one split. Between calls the model's weights may be
+rewritten in place (a composition being tried); the scorer caches only the tokenization of the split,
+never anything computed by the model, so every call reflects the current weights.
+
+Two modes:
+- `rank` (default): rank classification. Each input is encoded once; every label word sequence (with EOS)
+  is scored by its summed log-probability under teacher forcing, all labels of a batch in one decoder
+  pass over encoder states repeated per label. Prediction = best label; margin = gold log-probability
+  minus the best other label's.
+- `generate`: greedy decoding mapped back to a label word; anything else counts as wrong, as in T5.
+  Margins are NaN in this mode (a generated string has no gold-label margin).
+
+`score(prefix=n)` scores the first n examples of a fixed seeded permutation of the split, so prefixes are
+nested: the examples of a small budget are always among those of a larger one (multi-fidelity pruning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from registry.errors import DataError, ModelError
+from search.data import Split
+from search.glue import INVALID_LABEL, TaskSpec, get_task
+
+Mode = Literal["rank", "generate"]
+
+DEFAULT_BATCH_TOKENS = 4096
+DEFAULT_MAX_BATCH = 128
+DEFAULT_MAX_INPUT_LENGTH = 512
+_CACHE_SIZE = 16
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreResult:
+    """One scoring pass.
+
+    Attributes:
+        task: task name.
+        split: split name (`search` or `heldout`).
+        mode: `rank` or `generate`.
+        n: number of examples scored (the prefix length).
+        score: the paper's metric x100.
+        metrics: every metric of the task x100 (incl. `score`).
+        predictions: predicted GLUE label id per example (INVALID_LABEL for a non-label generation).
+        margins: gold log-probability minus the best other label's (rank); NaN in generate mode.
+        fingerprint: fingerprint of the split the examples come from.
+        labels: gold label per example.
+        positions: row of each example in `split.examples` (the prefix of the scorer's order).
+        settings: scorer settings needed to reproduce the score (mode, order seed, truncation, dtype).
+    """
+
+    task: str
+    split: str
+    mode: str
+    n: int
+    score: float
+    metrics: dict[str, float]
+    predictions: np.ndarray
+    margins: np.ndarray
+    fingerprint: str
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready dict without the per-example arrays."""
+        return {
+            "task": self.task,
+            "split": self.split,
+            "mode": self.mode,
+            "n": self.n,
+            "score": self.score,
+            "metrics": dict(self.metrics),
+            "fingerprint": self.fingerprint,
+            "settings": dict(self.settings),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class _Encoded:
+    """A split's inputs tokenized once: right-padded ids (n, max_len) and the true lengths."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+
+
+_ENCODED: OrderedDict[tuple[str, str, int], _Encoded] = OrderedDict()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of what decides a tokenization: the class, the vocabulary and the special tokens.
+
+    Args:
+        tokenizer: a transformers tokenizer.
+
+    Returns:
+        A hex digest (cached on the tokenizer object).
+    """
+    cached = getattr(tokenizer, "_taskvec_fingerprint", None)
+    if cached is not None:
+        return cached
+    payload = {
+        "class": type(tokenizer).__name__,
+        "vocab": sorted(tokenizer.get_vocab().items()),
+        "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    with contextlib.suppress(AttributeError):  # some tokenizers forbid new attributes; then recompute
+        tokenizer._taskvec_fingerprint = digest
+    return digest
+
+
+def encode_split(split: Split, tokenizer, *, max_length: int = DEFAULT_MAX_INPUT_LENGTH) -> _Encoded:
+    """Tokenize a split's prompts once; cached by (split fingerprint, tokenizer fingerprint, max_length).
+
+    Args:
+        split: the examples.
+        tokenizer: the model's tokenizer.
+        max_length: inputs are truncated to this many tokens (EOS kept), as in T5.
+
+    Returns:
+        Right-padded input ids and lengths, in split order.
+    """
+    key = (split.fingerprint, tokenizer_fingerprint(tokenizer), max_length)
+    hit = _ENCODED.get(key)
+    if hit is not None:
+        _ENCODED.move_to_end(key)
+        return hit
+    spec = get_task(split.task)
+    texts = [spec.format_input(row) for row in split.examples.to_dict("records")]
+    batch = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    lengths = np.fromiter((len(x) for x in batch), dtype=np.int64, count=len(batch))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = np.full((len(batch), int(lengths.max(initial=1))), pad, dtype=np.int64)
+    for i, row in enumerate(batch):
+        ids[i, : len(row)] = row
+    encoded = _Encoded(ids=ids, lengths=lengths)
+    _ENCODED[key] = encoded
+    while len(_ENCODED) > _CACHE_SIZE:
+        _ENCODED.popitem(last=False)
+    return encoded
+
+
+def label_token_ids(spec: TaskSpec, tokenizer) -> list[list[int]]:
+    """Token ids of each label word (in `spec.label_ids` order), each ending with EOS.
+
+    Raises:
+        ModelError: if a label word tokenizes to nothing or to the unknown token.
+    """
+    eos = tokenizer.eos_token_id
+    out = []
+    for label in spec.label_ids:
+        word = spec.label_words[label]
+        ids = list(tokenizer(word, add_special_tokens=True)["input_ids"])
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids.append(eos)
+        body = ids[:-1] if eos is not None else ids
+        unk = tokenizer.unk_token_id
+        if not body or (unk is not None and unk in body):
+            raise ModelError(
+                f"{getattr(tokenizer, 'name_or_path', 'tokenizer')}: label word {word!r} of task "
+                f"{spec.name} does not tokenize (got ids {ids})"
+            )
+        out.append(ids)
+    return out
+
+
+def length_batches(lengths: np.ndarray, *, batch_tokens: int, max_batch: int) -> list[np.ndarray]:
+    """Group example indices into batches sorted by length, each under a padded-token budget.
+
+    Args:
+        lengths: token count of each example.
+        batch_tokens: max of batch size x longest length in the batch.
+        max_batch: max examples per batch.
+
+    Returns:
+        Index arrays into `lengths`, longest examples first (a too-long example gets a batch of one).
+    """
+    order = np.argsort(-lengths, kind="stable")
+    batches = []
+    start = 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        size = max(1, min(max_batch, batch_tokens // max(longest, 1)))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+class Scorer:
+    """Scores a live model on one split; reflects in-place weight changes between calls.
+
+    Args:
+        model: a T5 seq2seq model (eval mode is set on each call).
+        tokenizer: its tokenizer.
+        split: the examples (from `search.data.load_split`).
+        mode: `rank` (default) or `generate`.
+        batch_tokens: padded input tokens per batch (dynamic batch size).
+        max_batch: cap on examples per batch.
+        max_input_length: truncation of inputs.
+        order_seed: seed of the fixed permutation whose prefixes `score(prefix=n)` scores.
+        autocast_dtype: e.g. `torch.bfloat16` to run under autocast; None (default) runs the model's dtype.
+
+    Raises:
+        DataError: for an empty split or labels outside the task's ids.
+        ModelError: if a label word does not tokenize.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        split: Split,
+        *,
+        mode: Mode = "rank",
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_input_length: int = DEFAULT_MAX_INPUT_LENGTH,
+        order_seed: int = 0,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        if mode not in ("rank", "generate"):
+            raise DataError(f"unknown scoring mode {mode!r} (use rank or generate)")
+        if len(split) == 0:
+            raise DataError(f"{split.task}/{split.name}: empty split, nothing to score")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.split = split
+        self.spec = get_task(split.task)
+        self.mode = mode
+        self.batch_tokens = batch_tokens
+        self.max_batch = max_batch
+        self.max_input_length = max_input_length
+        self.order_seed = order_seed
+        self.autocast_dtype = autocast_dtype
+        self.labels = split.examples["label"].to_numpy(dtype=np.int64)
+        label_ids = np.asarray(self.spec.label_ids, dtype=np.int64)
+        if not np.isin(self.labels, label_ids).all():
+            raise DataError(f"{split.task}/{split.name}: labels outside {self.spec.label_ids}; cannot score")
+        # Column k of the rank scores is label id spec.label_ids[k].
+        self._label_col = np.searchsorted(label_ids, self.labels)
+        self._label_ids = label_ids
+        self.order = np.random.default_rng(order_seed).permutation(len(split)).astype(np.int64)
+        self._encoded = encode_split(split, tokenizer, max_length=max_input_length)
+        self._label_seqs = label_token_ids(self.spec, tokenizer)
+        self._word_to_label = {w: lab for lab, w in self.spec.label_words.items()}
+        self._batches: dict[int, list[np.ndarray]] = {}
+        self._prepare_label_tensors()
+
+    def _prepare_label_tensors(self) -> None:
+        seqs = self._label_seqs
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        start = self.model.config.decoder_start_token_id
+        if start is None:
+            start = pad
+        targets = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.float32)
+        for k, s in enumerate(seqs):
+            targets[k, : len(s)] = torch.tensor(s)
+            mask[k, : len(s)] = 1.0
+        # Teacher forcing: the decoder sees the start token then the label shifted right; positions after
+        # a label's EOS are masked out of the sum (causal attention keeps them from affecting the rest).
+        dec_in = torch.cat([torch.full((len(seqs), 1), start, dtype=torch.long), targets[:, :-1]], dim=1)
+        self._targets, self._target_mask, self._dec_in = targets, mask, dec_in
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What besides the weights and the split decides a score."""
+        return {
+            "mode": self.mode,
+            "order_seed": self.order_seed,
+            "max_input_length": self.max_input_length,
+            "autocast": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else None,
+            "label_words": [self.spec.label_words[k] for k in self.spec.label_ids],
+        }
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _batches_for(self, n: int) -> list[np.ndarray]:
+        """Batches of positions (into the first n of the order); cached per prefix length."""
+        cached = self._batches.get(n)
+        if cached is None:
+            lengths = self._encoded.lengths[self.order[:n]]
+            cached = length_batches(lengths, batch_tokens=self.batch_tokens, max_batch=self.max_batch)
+            self._batches[n] = cached
+        return cached
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self._device().type, dtype=self.autocast_dtype)
+
+    def _inputs(self, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        width = int(self._encoded.lengths[rows].max())
+        ids = torch.from_numpy(self._encoded.ids[rows, :width]).to(device)
+        mask = (torch.arange(width) < torch.from_numpy(self._encoded.lengths[rows])[:, None]).to(device)
+        return ids, mask.long()
+
+    def _rank_batch(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Summed log-probability of every label sequence for each input: (batch, n_labels)."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        n_labels = self._dec_in.shape[0]
+        batch = ids.shape[0]
+        device = ids.device
+        hidden = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        out = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=hidden.repeat_interleave(n_labels, dim=0)),
+            attention_mask=mask.repeat_interleave(n_labels, dim=0),
+            decoder_input_ids=self._dec_in.to(device).repeat(batch, 1),
+            use_cache=False,
+        )
+        logits = out.logits.float()
+        targets = self._targets.to(device).repeat(batch, 1)
+        token_logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        summed = (token_logp * self._target_mask.to(device).repeat(batch, 1)).sum(-1)
+        return summed.view(batch, n_labels)
+
+    def _generate_batch(self, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        max_new = max(len(s) for s in self._label_seqs) + 2
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new,
+            do_sample=False,
+            num_beams=1,
+        )
+        texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return np.fromiter(
+            (self._word_to_label.get(t.strip(), INVALID_LABEL) for t in texts),
+            dtype=np.int64,
+            count=len(texts),
+        )
+
+    def _run(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        positions = self.order[:n]
+        preds = np.empty(n, dtype=np.int64)
+        margins = np.full(n, np.nan, dtype=np.float64)
+        device = self._device()
+        self.model.eval()
+        with torch.inference_mode(), self._autocast():
+            for batch in self._batches_for(n):
+                rows = positions[batch]
+                ids, mask = self._inputs(rows, device)
+                if self.mode == "generate":
+                    preds[batch] = self._generate_batch(ids, mask)
+                    continue
+                logp = self._rank_batch(ids, mask).cpu().numpy().astype(np.float64)
+                preds[batch] = self._label_ids[logp.argmax(axis=1)]
+                gold = self._label_col[rows]
+                gold_logp = logp[np.arange(len(rows)), gold]
+                others = logp.copy()
+                others[np.arange(len(rows)), gold] = -np.inf
+                margins[batch] = gold_logp - others.max(axis=1)
+        return preds, margins
+
+    def score(self, *, prefix: int | None = None) -> ScoreResult:
+        """Score the first `prefix` examples of the fixed order (all when None) with the current weights.
+
+        Args:
+            prefix: number of examples (1..len(split)); None scores the whole split.
+
+        Returns:
+            Metrics, per-example predictions and margins in the order's prefix order.
+
+        Raises:
+            DataError: if prefix is out of range.
+        """
+        total = len(self.split)
+        n = total if prefix is None else int(prefix)
+        if not 1 <= n <= total:
+            raise DataError(f"{self.split.task}/{self.split.name}: prefix {prefix} outside 1..{total}")
+        preds, margins = self._run(n)
+        labels = self.labels[self.order[:n]]
+        metrics = self.spec.compute_metrics(labels, preds)
+        return ScoreResult(
+            task=self.split.task,
+            split=self.split.name,
+            mode=self.mode,
+            n=n,
+            score=metrics["score"],
+            metrics=metrics,
+            predictions=preds,
+            margins=margins,
+            fingerprint=self.split.fingerprint,
+            labels=labels,
+            positions=self.order[:n].copy(),
+            settings=self.settings,
+        )
+
+
+def iter_tasks(task: str) -> Iterator[str]:
+    """`all` -> the four GLUE targets in the paper's order; a single task name otherwise."""
+    from registry.constants import GLUE_TASKS
+
+    yield from (GLUE_TASKS if task == "all" else (task,))
+
+
+def evaluate(
+    *,
+    model: str | Path,
+    tasks: Sequence[str],
+    split: Literal["search", "heldout"] = "heldout",
+    mode: Mode = "rank",
+    data_dir: Path | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    revision: str | None = None,
+    progress: bool = False,
+) -> list[ScoreResult]:
+    """Load a model once and score it on each task (the `taskvec eval` command).
+
+    Args:
+        model: model folder or Hub repo id.
+        tasks: task names.
+        split: `heldout` (validation, default) or `search`.
+        mode: `rank` or `generate`.
+        data_dir: local GLUE parquet folder; None loads from the Hub.
+        size: split size (see `search.data.load_split`).
+        seed: seed of the search split.
+        revision: Hub revision of the model.
+        progress: show a rich progress bar over tasks.
+
+    Returns:
+        One result per task, in order.
+
+    Raises:
+        DataError, ModelError: unreadable data or model (one line each).
+    """
+    from rich.progress import Progress
+
+    from search.data import load_split
+    from search.modeling import load_seq2seq
+
+    for t in tasks:
+        get_task(t)  # fail on a typo before loading anything
+    net, tok = load_seq2seq(model, revision=revision)
+    results = []
+    with Progress(transient=True, disable=not progress) as bar:
+        job = bar.add_task("scoring", total=len(tasks))
+        for t in tasks:
+            bar.update(job, description=f"scoring {t} ({split}, {mode})")
+            data = load_split(t, split=split, data_dir=data_dir, size=size, seed=seed)
+            results.append(Scorer(net, tok, data, mode=mode).score())
+            bar.advance(job)
+    return results
