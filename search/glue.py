@@ -128,6 +128,8 @@ AUX_TASKS: dict[str, TaskSpec] = {
         {0: "entailment", 1: "neutral", 2: "contradiction"},
         "accuracy",
     ),
+    # The pico zoo's unrelated task: which domain a review sentence comes from.
+    "topic": TaskSpec("topic", ("sentence",), {0: "cinema", 1: "dining"}, "accuracy"),
 }
 """Other tasks checkpoints are fine-tuned on (candidates); extended by the pico zoo."""
 
