@@ -1,0 +1,236 @@
+"""A folder laid out like the Hub (`<root>/<org>/<name>/` repos, e.g. a zoo's `hub/`), pinned by content sha."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from registry.constants import CONFIG_NAME, MODEL_CARD
+from registry.errors import RegistryError
+from registry.sources import CardClaims, RepoInfo, validate_filename, validate_repo_id
+
+# Content shas are cached by each file's (size, mtime) so repeated reads do not rehash the weights.
+_FILE_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    cached = _FILE_SHA_CACHE.get(key)
+    if cached is None:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        cached = _FILE_SHA_CACHE[key] = digest.hexdigest()
+    return cached
+
+
+def repo_files(folder: Path) -> dict[str, int]:
+    """Relative path -> size of every regular file in a repo folder (hidden files and links skipped)."""
+    files: dict[str, int] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or path.is_symlink() or not path.is_file():
+            continue
+        files[rel.as_posix()] = path.stat().st_size
+    return files
+
+
+def content_sha(folder: Path) -> str:
+    """The revision of a local repo: sha1 over its sorted (relative path, sha256 of the file) pairs.
+
+    Args:
+        folder: the repo folder.
+
+    Returns:
+        40 hex digits, like a git commit sha, stable across machines for the same files.
+    """
+    digest = hashlib.sha1()
+    for rel in repo_files(folder):
+        digest.update(rel.encode() + b"\0" + _file_sha256(folder / rel).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def parse_card(text: str) -> CardClaims:
+    """The claims in a model card's YAML front matter (`base_model`, `datasets`, `license`, `tags`).
+
+    A card without front matter, or with malformed YAML, claims nothing (cards are never trusted).
+    """
+    if not text.startswith("---"):
+        return CardClaims()
+    end = text.find("\n---", 3)
+    if end < 0:
+        return CardClaims()
+    try:
+        meta = yaml.safe_load(text[3:end])
+    except yaml.YAMLError:
+        return CardClaims()
+    if not isinstance(meta, dict):
+        return CardClaims()
+
+    def strings(value) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list):
+            return tuple(str(v) for v in value if v is not None)
+        return (str(value),)
+
+    license_ = meta.get("license")
+    return CardClaims(
+        base_model=strings(meta.get("base_model")),
+        datasets=strings(meta.get("datasets")),
+        license=str(license_) if license_ is not None else None,
+        tags=strings(meta.get("tags")),
+    )
+
+
+def card_tags(card: CardClaims, *, model_type: str | None = None) -> tuple[str, ...]:
+    """Hub-style tags derived from a card, as the Hub's listing filters see them."""
+    tags = list(card.tags)
+    tags += [f"base_model:{b}" for b in card.base_model]
+    tags += [f"base_model:finetune:{b}" for b in card.base_model]
+    tags += [f"dataset:{d}" for d in card.datasets]
+    if card.license:
+        tags.append(f"license:{card.license}")
+    if model_type:
+        tags.append(model_type)
+    return tuple(dict.fromkeys(tags))
+
+
+def _model_type(folder: Path) -> str | None:
+    import json
+
+    try:
+        value = json.loads((folder / CONFIG_NAME).read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+class LocalSource:
+    """Repos in `<root>/<org>/<name>/`; the revision of each is its `content_sha`."""
+
+    def __init__(self, root: Path) -> None:
+        """Args:
+            root: folder holding `<org>/<name>/` repo folders.
+
+        Raises:
+            RegistryError: if `root` is not a folder.
+        """
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise RegistryError(f"{root}: no such source folder")
+        self.root = root.resolve()
+        self.name = str(self.root)
+        self.bytes_read = 0
+
+    def _folder(self, repo_id: str) -> Path:
+        folder = self.root / validate_repo_id(repo_id)
+        if not folder.is_dir():
+            raise RegistryError(f"{repo_id}: repository not found in {self.root}")
+        return folder
+
+    def _pinned(self, repo_id: str, revision: str | None) -> Path:
+        folder = self._folder(repo_id)
+        if revision is not None and revision != "main":
+            current = content_sha(folder)
+            if revision != current:
+                raise RegistryError(
+                    f"{repo_id}: revision {revision[:12]} is not in {self.root} (the folder is at {current[:12]})"
+                )
+        return folder
+
+    def list_repos(
+        self, *, search: str | None = None, filters: tuple[str, ...] = (), limit: int | None = None
+    ) -> Iterator[str]:
+        """Repo ids under the root, sorted; `search` is a substring of the id, `filters` Hub-style tags."""
+        count = 0
+        for org in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for repo in sorted(p for p in org.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                repo_id = f"{org.name}/{repo.name}"
+                if search and search.lower() not in repo_id.lower():
+                    continue
+                if filters:
+                    card = self._card(repo)
+                    tags = set(card_tags(card, model_type=_model_type(repo)))
+                    if not set(filters) <= tags:
+                        continue
+                if limit is not None and count >= limit:
+                    return
+                count += 1
+                yield repo_id
+
+    @staticmethod
+    def _card(folder: Path) -> CardClaims:
+        try:
+            return parse_card((folder / MODEL_CARD).read_text(errors="replace"))
+        except OSError:
+            return CardClaims()
+
+    def repo_info(self, repo_id: str, *, revision: str | None = None) -> RepoInfo:
+        """The repo's files, card claims and content sha.
+
+        Raises:
+            RegistryError: if the repo is missing or `revision` is not the folder's current content.
+        """
+        folder = self._pinned(repo_id, revision)
+        files = repo_files(folder)
+        card = self._card(folder)
+        mtime = max((folder / f).stat().st_mtime for f in files) if files else None
+        return RepoInfo(
+            repo_id=repo_id,
+            revision=content_sha(folder),
+            files=files,
+            card=card,
+            tags=card_tags(card, model_type=_model_type(folder)),
+            last_modified=datetime.fromtimestamp(mtime, tz=UTC) if mtime else None,
+        )
+
+    def file_path(self, repo_id: str, revision: str, filename: str) -> Path:
+        """The file on disk (no copy)."""
+        path = self._folder(repo_id) / validate_filename(repo_id, filename)
+        if not path.is_file():
+            raise RegistryError(f"{repo_id}: no file {filename}")
+        return path
+
+    def read_file(self, repo_id: str, revision: str, filename: str) -> bytes:
+        """The whole file's bytes."""
+        data = self.file_path(repo_id, revision, filename).read_bytes()
+        self.bytes_read += len(data)
+        return data
+
+    def read_range(self, repo_id: str, revision: str, filename: str, start: int, length: int) -> bytes:
+        """`length` bytes from offset `start` (fewer if the file is shorter)."""
+        with self.file_path(repo_id, revision, filename).open("rb") as fh:
+            fh.seek(start, os.SEEK_SET)
+            data = fh.read(length)
+        self.bytes_read += len(data)
+        return data
+
+    def model_dir(self, repo_id: str, revision: str) -> Path:
+        """The repo folder, after checking it still holds `revision`.
+
+        Raises:
+            RegistryError: if the repo is missing or its content changed since `revision`.
+        """
+        return self._pinned(repo_id, revision)
+
+
+def source_for_folder(folder: Path) -> tuple[LocalSource, str]:
+    """A source and repo id for one model folder given by path (`.../<org>/<name>`).
+
+    Raises:
+        RegistryError: if the folder does not exist.
+    """
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise RegistryError(f"{folder}: no such model folder")
+    return LocalSource(folder.parent.parent), f"{folder.parent.name}/{folder.name}"
