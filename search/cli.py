@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -50,6 +51,47 @@ def _root(
 # --- commands: each a thin wrapper over a function of search/ or registry/ -------------------------------
 # (finetune: search/finetune.py; eval: search/scoring.py; merge: search/export.py; screen/search/leaderboard/
 # export/report: search/screen.py, study.py, leaderboard.py)
+
+
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option(..., "--model", help="Model folder or Hub repo id."),
+    task: str = typer.Option("all", "--task", help="mrpc, rte, cola, sst2 or all."),
+    data: Path | None = typer.Option(None, "--data", help="Local GLUE parquet folder (default: the Hub)."),
+    split: str = typer.Option("heldout", "--split", help="heldout (validation) or search (from train)."),
+    mode: str = typer.Option("rank", "--mode", help="rank (rank classification) or generate (greedy)."),
+    size: int | None = typer.Option(None, "--size", help="Split size (default: all of heldout)."),
+    revision: str | None = typer.Option(None, "--revision", help="Hub revision of the model."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per task instead of a table."),
+) -> None:
+    """Score a model on GLUE tasks with the paper's metrics (x100)."""
+    import json
+
+    from search.scoring import evaluate, iter_tasks
+
+    results = evaluate(
+        model=model,
+        tasks=list(iter_tasks(task)),
+        split=split,
+        mode=mode,
+        data_dir=data,
+        size=size,
+        revision=revision,
+        progress=not as_json,
+    )
+    if as_json:
+        for r in results:
+            typer.echo(json.dumps({"model": model, **r.summary()}))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{model} ({split} split, {mode})")
+    for col in ("task", "n", "score", "metrics"):
+        table.add_column(col, justify="left" if col in ("task", "metrics") else "right")
+    for r in results:
+        extra = ", ".join(f"{k} {v:.2f}" for k, v in r.metrics.items() if k != "score")
+        table.add_row(r.task, str(r.n), f"{r.score:.2f}", extra)
+    Console().print(table)
 
 
 def main() -> None:

@@ -131,7 +131,7 @@ def _read_local(data_dir: Path, task: str, file_split: FileSplit) -> tuple[pd.Da
 
 
 def _read_hub(task: str, file_split: FileSplit, *, dataset: str) -> tuple[pd.DataFrame, str]:
-    where = f"{dataset}[{task}/{file_split}]"
+    where = f"{dataset} ({task}, {file_split})"
     try:
         import datasets
 
