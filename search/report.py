@@ -1,0 +1,417 @@
+"""A study's report: PNG plots and one `index.html` a user opens in the morning.
+
+Three plots, drawn with matplotlib's Agg canvas (no display, no global pyplot state):
+- `history.png`: every completed trial's search score by trial number, the running best, the target.
+- `importance.png`: how much each search parameter matters. Optuna's fANOVA importance when the study
+  has enough completed trials with a shared search space; otherwise |Spearman correlation| between each
+  parameter and the score, labelled as such (a small study cannot support fANOVA).
+- `coefficients.png`: per candidate, its coefficient in each completed trial against that trial's score
+  (read from the leaderboard's ingredients, so it does not depend on how the study names parameters).
+
+The HTML page embeds the plots and lists the leaderboard's top rows, search and held-out scores beside.
+Every file is written to a temporary name and renamed, so an interrupted report never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from matplotlib.figure import Figure
+
+from registry.errors import SearchError
+
+# fANOVA fits a random forest on the trials: below this many it mostly reports noise.
+MIN_TRIALS_FOR_FANOVA = 8
+TOP_ROWS_IN_HTML = 20
+PLOT_FILES = ("history.png", "importance.png", "coefficients.png")
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Parameter importances and the method that produced them.
+
+    Attributes:
+        values: parameter name -> importance (non-negative), most important first.
+        method: "fanova" or "spearman" (the fallback for small or conditional studies).
+    """
+
+    values: dict[str, float]
+    method: str
+
+
+def default_storage_url() -> str:
+    """The Optuna storage used when none is given: the search module's default, else beside the DB.
+
+    Returns:
+        A SQLAlchemy URL for Optuna's RDB storage.
+    """
+    try:
+        from search import study as study_mod
+
+        fn = getattr(study_mod, "default_storage", None) or getattr(study_mod, "default_storage_url", None)
+        if callable(fn):
+            return fn()
+    except ImportError:  # the report also works on a study written by another version of taskvec
+        pass
+    from registry.constants import home
+
+    return f"sqlite:///{home() / 'optuna.db'}"
+
+
+def load_study(*, study: str, storage: str | None) -> optuna.Study:
+    """Open an existing study by name.
+
+    Args:
+        study: the study name.
+        storage: Optuna storage URL; None for taskvec's default.
+
+    Returns:
+        The loaded study.
+
+    Raises:
+        SearchError: the storage cannot be reached or holds no study of that name.
+    """
+    url = storage or default_storage_url()
+    try:
+        names = optuna.study.get_all_study_names(storage=url)
+    except Exception as exc:  # any driver error: the user needs the URL and the reason, not a traceback
+        raise SearchError(
+            f"cannot open Optuna storage {_safe_url(url)}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if study not in names:
+        known = ", ".join(sorted(names)[:10]) or "none"
+        raise SearchError(f"no study named {study!r} in {_safe_url(url)} (studies there: {known})")
+    return optuna.load_study(study_name=study, storage=url)
+
+
+def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's completed trials with a finite value, in trial-number order."""
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sorted(
+        (t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: t.number
+    )
+
+
+def param_importances(study: optuna.Study) -> Importance:
+    """Importance of each search parameter for the score.
+
+    Args:
+        study: a study whose direction is maximize or minimize (single objective).
+
+    Returns:
+        An `Importance`; empty values when no parameter varies.
+    """
+    trials = completed_trials(study)
+    if len(trials) >= MIN_TRIALS_FOR_FANOVA:
+        try:
+            values = optuna.importance.get_param_importances(study)
+            if values and all(math.isfinite(v) for v in values.values()):
+                return Importance(values=dict(values), method="fanova")
+        except (ValueError, RuntimeError):  # conditional spaces, constant params: fall back below
+            pass
+    return Importance(values=_spearman_importances(trials), method="spearman")
+
+
+def _spearman_importances(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, float]:
+    """|Spearman rho| of each numeric parameter with the value; a parameter absent in a trial counts 0.
+
+    An absent coefficient means the candidate was not included, which is coefficient 0 in effect.
+    """
+    if len(trials) < 3:
+        return {}
+    names = sorted({name for t in trials for name in t.params})
+    y = _ranks(np.array([t.value for t in trials], dtype=float))
+    out: dict[str, float] = {}
+    for name in names:
+        raw = [t.params.get(name, 0.0) for t in trials]
+        if not all(isinstance(v, int | float | bool) for v in raw):
+            continue
+        x = _ranks(np.array(raw, dtype=float))
+        if np.std(x) == 0 or np.std(y) == 0:
+            continue
+        out[name] = float(abs(np.corrcoef(x, y)[0, 1]))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), as Spearman's correlation needs."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=float)
+    ranks[order] = np.arange(len(values), dtype=float)
+    for v in np.unique(values):
+        mask = values == v
+        ranks[mask] = ranks[mask].mean()
+    return ranks
+
+
+def _leaderboard_rows(*, study: str, db_url: str | None) -> list[dict[str, Any]]:
+    """The study's leaderboard rows, best first (empty when the leaderboard has none)."""
+    from search import leaderboard
+
+    return leaderboard.query(db_url=db_url, study=study)
+
+
+def write_report(*, study: str, storage: str | None, db_url: str | None, out: Path) -> Path:
+    """Write the study's plots and `index.html` into `out`.
+
+    Args:
+        study: the Optuna study name (also the leaderboard's `study` column).
+        storage: Optuna storage URL; None for taskvec's default.
+        db_url: taskvec database URL holding the leaderboard; None for the default.
+        out: folder to write into (created; existing report files are replaced).
+
+    Returns:
+        The path of `index.html`.
+
+    Raises:
+        SearchError: the study does not exist, or has no completed trial to report on.
+    """
+    loaded = load_study(study=study, storage=storage)
+    trials = completed_trials(loaded)
+    if not trials:
+        raise SearchError(f"study {study!r} has no completed trial yet: nothing to report")
+    rows = _leaderboard_rows(study=study, db_url=db_url)
+    out.mkdir(parents=True, exist_ok=True)
+
+    importance = param_importances(loaded)
+    target = _target_scores(rows)
+    _save_figure(
+        _history_figure(
+            trials,
+            study=study,
+            target_search=target[0],
+            maximize=loaded.direction == optuna.study.StudyDirection.MAXIMIZE,
+        ),
+        out / "history.png",
+    )
+    _save_figure(_importance_figure(importance, study=study), out / "importance.png")
+    _save_figure(_coefficients_figure(rows, study=study, target_search=target[0]), out / "coefficients.png")
+
+    maximize = loaded.direction == optuna.study.StudyDirection.MAXIMIZE
+    page = _html_page(
+        study=study, trials=trials, rows=rows, importance=importance, target=target, maximize=maximize
+    )
+    index = out / "index.html"
+    _atomic_write_bytes(index, page.encode("utf-8"))
+    return index
+
+
+def _target_scores(rows: Sequence[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """(target search score, target held-out score) from the leaderboard, when known."""
+    search = next(
+        (r.get("target_score_search") for r in rows if r.get("target_score_search") is not None), None
+    )
+    heldout = next(
+        (r.get("target_score_heldout") for r in rows if r.get("target_score_heldout") is not None), None
+    )
+    return search, heldout
+
+
+def _history_figure(
+    trials: Sequence[optuna.trial.FrozenTrial], *, study: str, target_search: float | None, maximize: bool
+) -> Figure:
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.add_subplot()
+    numbers = [t.number for t in trials]
+    values = [float(t.value) for t in trials]
+    ax.scatter(numbers, values, s=14, alpha=0.7, label="trial (search split)")
+    running = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
+    ax.step(numbers, running, where="post", color="C1", label="best so far")
+    if target_search is not None:
+        ax.axhline(target_search, color="C2", linestyle="--", label=f"target ({target_search:.1f})")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("score on the search split")
+    ax.set_title(f"Optimisation history: {study}")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _importance_figure(importance: Importance, *, study: str) -> Figure:
+    items = list(importance.values.items())[:20]
+    fig = Figure(figsize=(7, max(2.5, 0.35 * len(items) + 1.2)), dpi=100)
+    ax = fig.add_subplot()
+    label = "fANOVA importance" if importance.method == "fanova" else "|Spearman rho| with the score"
+    if items:
+        names = [_short(n) for n, _ in items][::-1]
+        ax.barh(names, [v for _, v in items][::-1], color="C0")
+        ax.set_xlabel(label)
+    else:
+        ax.text(0.5, 0.5, "too few trials to estimate importance", ha="center", va="center")
+        ax.set_axis_off()
+    ax.set_title(f"Coefficient importance: {study} ({importance.method})")
+    fig.tight_layout()
+    return fig
+
+
+def _coefficients_figure(
+    rows: Sequence[dict[str, Any]], *, study: str, target_search: float | None
+) -> Figure:
+    complete = [r for r in rows if r.get("score_search") is not None]
+    repos = sorted({ing["repo_id"] for r in complete for ing in r.get("ingredients") or []})
+    n = max(1, len(repos))
+    cols = min(3, n)
+    nrows = math.ceil(n / cols)
+    fig = Figure(figsize=(4 * cols, 3 * nrows + 0.6), dpi=100)
+    if not repos:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no leaderboard rows with ingredients", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    for i, repo in enumerate(repos):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        coef = [_coefficient(r, repo) for r in complete]
+        score = [float(r["score_search"]) for r in complete]
+        inc = [c is not None for c in coef]
+        ax.scatter(
+            [c for c, k in zip(coef, inc, strict=True) if k],
+            [s for s, k in zip(score, inc, strict=True) if k],
+            s=14,
+            color="C0",
+            label="included",
+        )
+        excluded = [s for s, k in zip(score, inc, strict=True) if not k]
+        if excluded:
+            ax.scatter([0.0] * len(excluded), excluded, s=14, color="0.6", marker="x", label="excluded")
+        if target_search is not None:
+            ax.axhline(target_search, color="C2", linestyle="--", linewidth=1)
+        ax.set_title(_short(repo), fontsize="small")
+        ax.set_xlabel("coefficient", fontsize="small")
+        ax.set_ylabel("search score", fontsize="small")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Per-candidate coefficient vs score: {study}")
+    fig.tight_layout()
+    return fig
+
+
+def _coefficient(row: dict[str, Any], repo: str) -> float | None:
+    for ing in row.get("ingredients") or []:
+        if ing["repo_id"] == repo:
+            return float(ing["coefficient"])
+    return None
+
+
+def _short(name: str, width: int = 40) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _html_page(
+    *,
+    study: str,
+    trials: Sequence[optuna.trial.FrozenTrial],
+    rows: Sequence[dict[str, Any]],
+    importance: Importance,
+    target: tuple[float | None, float | None],
+    maximize: bool,
+) -> str:
+    esc = html.escape
+    best = (max if maximize else min)(trials, key=lambda t: t.value)
+    task = next((r.get("task") for r in rows if r.get("task")), "")
+    top = rows[:TOP_ROWS_IN_HTML]
+    body_rows = []
+    for r in top:
+        ings = "<br>".join(
+            f"{esc(i['repo_id'])}@{esc(str(i['revision'])[:10])} × {float(i['coefficient']):.3f}"
+            for i in r.get("ingredients") or []
+        )
+        body_rows.append(
+            "<tr>"
+            f"<td>{r.get('trial_number')}</td>"
+            f"<td>{_fmt(r.get('score_search'))}</td>"
+            f"<td>{_fmt(r.get('score_heldout'))}</td>"
+            f"<td>{esc(str(r.get('method', '')))}</td>"
+            f"<td>{ings or '(target alone)'}</td>"
+            f"<td>{esc(str(r.get('worker', '')))}</td>"
+            "</tr>"
+        )
+    gain = (
+        f"{float(best.value) - target[0]:+.2f}" if target[0] is not None and best.value is not None else "—"
+    )
+    imgs = "\n".join(
+        f'<figure><img src="{name}" alt="{name}"><figcaption>{name}</figcaption></figure>'
+        for name in PLOT_FILES
+    )
+    table = (
+        "<table><thead><tr><th>trial</th><th>search</th><th>held-out</th><th>method</th>"
+        "<th>ingredients (repo@revision × coefficient)</th><th>worker</th></tr></thead><tbody>"
+        + "\n".join(body_rows)
+        + "</tbody></table>"
+        if body_rows
+        else "<p>No leaderboard rows for this study.</p>"
+    )
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>taskvec report: {esc(study)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
+img {{ max-width: 100%; }} figure {{ margin: 1em 0; }} code {{ background: #f4f4f4; }}
+</style></head><body>
+<h1>taskvec report: {esc(study)}</h1>
+<p>Task <b>{esc(str(task))}</b>; {len(trials)} completed trials; generated {generated}.</p>
+<table>
+<tr><th></th><th>search split</th><th>held-out split</th></tr>
+<tr><td>target</td><td>{_fmt(target[0])}</td><td>{_fmt(target[1])}</td></tr>
+<tr><td>best trial (#{best.number})</td><td>{_fmt(best.value)}</td>
+<td>{_fmt(next((r.get("score_heldout") for r in rows if r.get("trial_number") == best.number), None))}</td></tr>
+<tr><td>gain on search</td><td>{gain}</td><td></td></tr>
+</table>
+<p>Selection used only the search split; held-out scores are reported for the top trials, never used to choose.
+Importance method: {esc(importance.method)}.</p>
+{imgs}
+<h2>Leaderboard (top {len(top)})</h2>
+{table}
+<p>Interactive view: <code>optuna-dashboard &lt;storage URL&gt;</code>, then open study <code>{esc(study)}</code>.</p>
+</body></html>
+"""
+
+
+def _save_figure(fig: Figure, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _safe_url(url: str) -> str:
+    """The URL with any password masked, for error messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy understands: show it as given
+        return url
