@@ -1,0 +1,97 @@
+"""Search's tables on the registry's declarative `Base`: screenings and the leaderboard.
+
+Both tables are created by the Alembic migration `alembic/versions/0002_search_tables.py`; the ORM
+classes here must stay in step with it. JSON columns use SQLAlchemy's generic `JSON` so that the same
+schema runs on SQLite and PostgreSQL.
+
+The leaderboard is shaped for multi-task objectives from the start: `scores` maps task -> {search,
+heldout}, `objective` names how those scores were combined, `constraints` holds guard values and
+`pareto` marks non-dominated rows. A single-task search fills `scores` with one task.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from registry.db import Base
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; stored as UTC."""
+    return datetime.now(UTC)
+
+
+class Screening(Base):
+    """One candidate screened alone against one target: `theta_T + lambda * tau_i` over a lambda grid."""
+
+    __tablename__ = "screenings"
+    __table_args__ = (
+        UniqueConstraint(
+            "task",
+            "target_revision",
+            "candidate_revision",
+            "split_fingerprint",
+            name="uq_screenings_task_target_candidate_split",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task: Mapped[str] = mapped_column(String(32), index=True)
+    target_repo: Mapped[str] = mapped_column(String(512))
+    target_revision: Mapped[str] = mapped_column(String(128), index=True)
+    candidate_repo: Mapped[str] = mapped_column(String(512))
+    candidate_revision: Mapped[str] = mapped_column(String(128))
+    base_repo: Mapped[str] = mapped_column(String(512))
+    base_revision: Mapped[str] = mapped_column(String(128))
+    # [{"lambda": float, "score": float, "n": int}] in the order tried; skipped lambdas are absent.
+    lambdas: Mapped[list] = mapped_column(JSON)
+    best_lambda: Mapped[float] = mapped_column(Float)
+    best_score: Mapped[float] = mapped_column(Float)
+    target_score: Mapped[float] = mapped_column(Float)
+    gain: Mapped[float] = mapped_column(Float, index=True)
+    split_fingerprint: Mapped[str] = mapped_column(String(128))
+    scorer: Mapped[dict] = mapped_column(JSON)
+    worker: Mapped[str] = mapped_column(String(256))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LeaderboardRow(Base):
+    """One completed search trial: a composition, its scores and everything needed to rebuild it."""
+
+    __tablename__ = "leaderboard"
+    __table_args__ = (UniqueConstraint("study", "trial_number", name="uq_leaderboard_study_trial"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task: Mapped[str] = mapped_column(String(32), index=True)
+    study: Mapped[str] = mapped_column(String(256), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="complete")
+    score_search: Mapped[float] = mapped_column(Float)
+    score_heldout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # {"search": {metric: value}, "heldout": {metric: value}}
+    metrics: Mapped[dict] = mapped_column(JSON)
+    target_score_search: Mapped[float] = mapped_column(Float)
+    target_score_heldout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    target_repo: Mapped[str] = mapped_column(String(512))
+    target_revision: Mapped[str] = mapped_column(String(128))
+    base_repo: Mapped[str] = mapped_column(String(512))
+    base_revision: Mapped[str] = mapped_column(String(128))
+    # [{"repo_id", "revision", "coefficient"}] for the candidates included in the composition.
+    ingredients: Mapped[list] = mapped_column(JSON)
+    method: Mapped[str] = mapped_column(String(64))
+    method_options: Mapped[dict] = mapped_column(JSON)
+    scorer: Mapped[dict] = mapped_column(JSON)
+    # {"search": fingerprint, "heldout": fingerprint}
+    split_fingerprints: Mapped[dict] = mapped_column(JSON)
+    # Multi-task ready: task -> {"search": score, "heldout": score | None}.
+    scores: Mapped[dict] = mapped_column(JSON)
+    objective: Mapped[str] = mapped_column(String(64), default="score")
+    constraints: Mapped[dict] = mapped_column(JSON, default=dict)
+    pareto: Mapped[bool] = mapped_column(Boolean, default=False)
+    examples_scored: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str] = mapped_column(String(256))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heldout_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
