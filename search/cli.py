@@ -94,6 +94,22 @@ def eval_command(
     Console().print(table)
 
 
+@app.command("report")
+def report_command(
+    study: str = typer.Option(..., "--study", help="Study name (as `taskvec search` printed it)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the PNG plots and index.html."),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL (default: beside the DB)."
+    ),
+    db: str | None = typer.Option(None, "--db", help="taskvec database URL (default: TASKVEC_DB or SQLite)."),
+) -> None:
+    """Write a study's report: optimisation history, coefficient importance, per-candidate plots, HTML."""
+    from search.report import write_report
+
+    index = write_report(study=study, storage=storage, db_url=db, out=out)
+    typer.echo(f"report written: {index}")
+
+
 def main() -> None:
     """Console entry point: run the app, turning user-facing errors into one line."""
     try:
