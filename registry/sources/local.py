@@ -71,6 +71,11 @@ def parse_card(text: str) -> CardClaims:
         meta = yaml.safe_load(text[3:end])
     except yaml.YAMLError:
         return CardClaims()
+    return claims_from_meta(meta)
+
+
+def claims_from_meta(meta: object) -> CardClaims:
+    """Card claims from front-matter metadata (a dict; anything else claims nothing)."""
     if not isinstance(meta, dict):
         return CardClaims()
 
