@@ -110,6 +110,221 @@ def report_command(
     typer.echo(f"report written: {index}")
 
 
+# --- screen / search / leaderboard / export (search/screen.py, study.py, leaderboard.py) ---------------
+
+
+@app.command("screen")
+def screen_command(
+    task: str = typer.Option(..., "--task", help="mrpc, rte, cola or sst2."),
+    target: str = typer.Option(
+        ..., "--target", help="Target repo id as synced into the registry, or its folder."
+    ),
+    data: Path | None = typer.Option(None, "--data", help="Local GLUE parquet folder (default: the Hub)."),
+    lambdas: str | None = typer.Option(
+        None, "--lambdas", help="Comma-separated lambda grid (default 0.1..1.3)."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Screen at most this many new candidates."),
+    search_size: int | None = typer.Option(
+        None, "--search-size", min=1, help="Examples in the search split."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the screenings as a JSON list."),
+    db: str | None = typer.Option(None, "--db", help="taskvec database URL (default: TASKVEC_DB or SQLite)."),
+) -> None:
+    """Score theta_T + lambda * tau_i for every compatible candidate on the search split (resumable)."""
+    import json
+
+    from search.screen import DEFAULT_LAMBDAS, parse_lambdas, screen
+
+    rows = screen(
+        task=task,
+        target=target,
+        db_url=db,
+        data_dir=data,
+        lambdas=parse_lambdas(lambdas) if lambdas else DEFAULT_LAMBDAS,
+        limit=limit,
+        search_size=search_size,
+        progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"screening {task}: {target}")
+    for col in ("candidate", "best lambda", "score", "target", "gain", "lambdas tried"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for r in rows:
+        colour = "green" if r["gain"] > 0 else "red"
+        table.add_row(
+            r["candidate_repo"],
+            f"{r['best_lambda']:.2f}",
+            f"{r['best_score']:.2f}",
+            f"{r['target_score']:.2f}",
+            f"[{colour}]{r['gain']:+.2f}[/]",
+            str(len(r["lambdas"])),
+        )
+    Console().print(table)
+
+
+@app.command("search")
+def search_command(
+    task: str = typer.Option(..., "--task", help="mrpc, rte, cola or sst2."),
+    target: str = typer.Option(
+        ..., "--target", help="Target repo id as synced into the registry, or its folder."
+    ),
+    data: Path | None = typer.Option(None, "--data", help="Local GLUE parquet folder (default: the Hub)."),
+    top_k: int = typer.Option(16, "--top-k", min=1, help="Candidates (best screened first) in the search."),
+    trials: int = typer.Option(100, "--trials", min=1, help="Finished trials the study must reach in total."),
+    timeout: str | None = typer.Option(None, "--timeout", help="Stop this worker after e.g. 90s, 30m, 8h."),
+    method: str = typer.Option("task_arithmetic", "--method", help="task_arithmetic | ties | dare."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe | random | cmaes | gp."),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL (default: SQLite beside the DB)."
+    ),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: derived from the search)."),
+    pruning: bool = typer.Option(
+        True, "--pruning/--no-pruning", help="Prune on nested prefixes of the split."
+    ),
+    pruner: str = typer.Option("sha", "--pruner", help="sha (successive halving) | hyperband."),
+    seed: int = typer.Option(0, "--seed", help="Sampler seed."),
+    heldout_top: int = typer.Option(
+        3, "--heldout-top", min=0, help="Score this many best trials on held-out."
+    ),
+    search_size: int | None = typer.Option(
+        None, "--search-size", min=1, help="Examples in the search split."
+    ),
+    lambda_max: float = typer.Option(1.5, "--lambda-max", help="Upper bound of every coefficient."),
+    heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Seconds between a trial's heartbeats."),
+    grace: int = typer.Option(30, "--grace", min=1, help="Seconds of silence before a trial counts as dead."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    db: str | None = typer.Option(None, "--db", help="taskvec database URL (default: TASKVEC_DB or SQLite)."),
+) -> None:
+    """Optuna search over subsets and coefficients of the top-K screened candidates (rerun to resume)."""
+    import json
+
+    from search.study import SearchConfig, parse_duration, run_search
+
+    config = SearchConfig(
+        task=task,
+        target=target,
+        data_dir=data,
+        top_k=top_k,
+        n_trials=trials,
+        timeout_s=parse_duration(timeout) if timeout else None,
+        method=method,
+        sampler=sampler,
+        storage=storage,
+        study_name=study,
+        db_url=db,
+        pruning=pruning,
+        pruner=pruner,
+        seed=seed,
+        heldout_top_n=heldout_top,
+        search_size=search_size,
+        lambda_max=lambda_max,
+        heartbeat_interval=heartbeat,
+        grace_period=grace,
+    )
+    summary = run_search(config, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), default=str))
+        return
+    best = "none completed"
+    if summary.best_trial is not None:
+        held = "" if summary.best_score_heldout is None else f", held-out {summary.best_score_heldout:.2f}"
+        best = f"trial {summary.best_trial}: search {summary.best_score_search:.2f}{held}"
+    target_held = (
+        "" if summary.target_score_heldout is None else f", held-out {summary.target_score_heldout:.2f}"
+    )
+    typer.echo(
+        f"study {summary.study_name}: {summary.n_finished} finished ({summary.n_pruned} pruned), "
+        f"{summary.trials_here} here in {summary.elapsed_s:.1f}s ({summary.stopped})\n"
+        f"target: search {summary.target_score_search:.2f}{target_held}\nbest {best}"
+    )
+
+
+@app.command("leaderboard")
+def leaderboard_command(
+    task: str | None = typer.Option(None, "--task", help="Only this task."),
+    study: str | None = typer.Option(None, "--study", help="Only this study."),
+    top: int | None = typer.Option(None, "--top", min=1, help="Rows per task (JSON/CSV; table: 5)."),
+    refresh: bool = typer.Option(False, "--refresh", help="First score top rows lacking a held-out score."),
+    data: Path | None = typer.Option(
+        None, "--data", help="GLUE folder for --refresh (default: the study's)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of row objects."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+    db: str | None = typer.Option(None, "--db", help="taskvec database URL (default: TASKVEC_DB or SQLite)."),
+) -> None:
+    """Per task: the target against the best composition found (search and held-out scores) and the gain."""
+    import json
+
+    from search import leaderboard as lb
+
+    if refresh:
+        n = lb.refresh_heldout(db_url=db, study=study, task=task, top_n=top or 3, data_dir=data)
+        if not (as_json or as_csv):
+            err_console.print(f"held-out scores computed for {n} rows")
+    if as_json or as_csv:
+        rows = lb.query(db_url=db, task=task, study=study, top=top)
+        typer.echo(json.dumps(rows, default=str) if as_json else lb.to_csv(rows), nl=as_json)
+        return
+    from rich.table import Table
+
+    def fmt(value: float | None, signed: bool = False) -> str:
+        if value is None:
+            return "-"
+        return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+    table = Table(title="taskvec leaderboard (best chosen on the search split)")
+    for col in (
+        "task",
+        "target",
+        "target search",
+        "target held-out",
+        "best search",
+        "best held-out",
+        "gain search",
+        "gain held-out",
+        "ingredients",
+        "study#trial",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("task", "target", "ingredients", "study#trial") else "right"
+        )
+    for s in lb.summary(db_url=db, task=task, study=study):
+        ingredients = (
+            ", ".join(f"{i['repo_id']}x{i['coefficient']:.2f}" for i in s["ingredients"]) or "(target)"
+        )
+        table.add_row(
+            s["task"],
+            s["target_repo"],
+            fmt(s["target_score_search"]),
+            fmt(s["target_score_heldout"]),
+            fmt(s["best_score_search"]),
+            fmt(s["best_score_heldout"]),
+            fmt(s["gain_search"], True),
+            fmt(s["gain_heldout"], True),
+            ingredients,
+            f"{s['study']}#{s['trial_number']}",
+        )
+    Console().print(table)
+
+
+@app.command("export")
+def export_command(
+    study: str = typer.Option(..., "--study", help="Study name."),
+    trial: int | None = typer.Option(None, "--trial", help="Trial number (default: the best on search)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the merged model and its recipe."),
+    db: str | None = typer.Option(None, "--db", help="taskvec database URL (default: TASKVEC_DB or SQLite)."),
+) -> None:
+    """Export a leaderboard composition as a loadable model folder with recipe.yaml."""
+    from search.leaderboard import export_trial
+
+    folder = export_trial(study=study, trial=trial, out=out, db_url=db)
+    typer.echo(f"exported: {folder}")
+
+
 def main() -> None:
     """Console entry point: run the app, turning user-facing errors into one line."""
     try:

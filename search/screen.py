@@ -1,0 +1,262 @@
+"""Screening: does `theta_T + lambda * tau_i` help the target on its task, one candidate at a time?
+
+For every compatible candidate of the target's base, the scorer scores the composition over a lambda grid
+on the search split (never the held-out split), and the best lambda and its gain over the target are
+stored in `screenings`. Lambdas are tried in increasing order and the rest of the grid is skipped once a
+lambda is clearly harmful (more than `harm_margin` points below both the target and the best so far):
+adding more of a vector that already hurts only hurts more.
+
+Resumable: each candidate's row is committed on its own as soon as it is scored, and a rerun skips the
+candidates already screened for this (task, target revision, split fingerprint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from registry.errors import SearchError
+
+DEFAULT_LAMBDAS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.3)
+HARM_MARGIN = 5.0
+
+
+def parse_lambdas(text: str) -> tuple[float, ...]:
+    """`0.1,0.2,0.5` -> (0.1, 0.2, 0.5).
+
+    Raises:
+        SearchError: if an entry is not a number or the list is empty.
+    """
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise SearchError(f"--lambdas {text!r}: expected comma-separated numbers") from exc
+    if not values:
+        raise SearchError("--lambdas is empty")
+    return values
+
+
+def _already_screened(*, task: str, target_revision: str, fingerprint: str, db_url: str | None) -> set[str]:
+    from registry.db import session_scope
+    from search.tables import Screening
+
+    with session_scope(db_url) as session:
+        return set(
+            session.execute(
+                select(Screening.candidate_revision).where(
+                    Screening.task == task,
+                    Screening.target_revision == target_revision,
+                    Screening.split_fingerprint == fingerprint,
+                )
+            ).scalars()
+        )
+
+
+def _save(row: dict[str, Any], *, db_url: str | None) -> None:
+    from registry.db import session_scope
+    from search.tables import Screening
+
+    try:
+        with session_scope(db_url) as session:
+            session.add(Screening(**row))
+    except IntegrityError:
+        pass  # another process screened the same candidate on the same split meanwhile: same result
+
+
+def screen_lambdas(
+    scorer, composer, *, lambdas: Sequence[float], target_score: float, harm_margin: float = HARM_MARGIN
+) -> list[dict[str, Any]]:
+    """Score the single-vector composition at each lambda (ascending), stopping on clear harm.
+
+    Args:
+        scorer: bound to the live model and the search split.
+        composer: with exactly one vector; `apply([lam])` sets `theta_T + lam * tau`.
+        lambdas: the grid.
+        target_score: the target's own search score.
+        harm_margin: points below target and best that count as clearly harmful.
+
+    Returns:
+        `[{"lambda", "score", "n"}]` for the lambdas actually tried.
+    """
+    tried: list[dict[str, Any]] = []
+    best = -float("inf")
+    for lam in sorted(set(lambdas)):
+        composer.apply([float(lam)])
+        result = scorer.score()
+        tried.append({"lambda": float(lam), "score": float(result.score), "n": int(result.n)})
+        best = max(best, result.score)
+        if result.score < target_score - harm_margin and result.score < best - harm_margin:
+            break
+    composer.apply([0.0])
+    return tried
+
+
+def screen(
+    *,
+    task: str,
+    target: str,
+    db_url: str | None = None,
+    data_dir: Path | None = None,
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+    limit: int | None = None,
+    search_size: int | None = None,
+    split_seed: int = 0,
+    mode: str = "rank",
+    harm_margin: float = HARM_MARGIN,
+    vector_cache: Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Screen every compatible candidate of the target's base (resuming where a previous run stopped).
+
+    Args:
+        task: GLUE task of the target.
+        target: the target's repo id as synced into the registry, or its folder.
+        db_url: taskvec database URL.
+        data_dir: local GLUE parquet folder (None: the Hub).
+        lambdas: lambda grid.
+        limit: screen at most this many new candidates in this run.
+        search_size: examples in the search split (default: the data module's default).
+        split_seed: seed of the stratified search split.
+        mode: scoring mode (`rank` or `generate`).
+        harm_margin: see `screen_lambdas`.
+        vector_cache: folder of precomputed task vectors (default: the registry's cache).
+        progress: show a progress bar.
+
+    Returns:
+        Every screening of this target on this split (earlier runs' too), best gain first.
+
+    Raises:
+        SearchError: unknown task, empty registry, a target not compatible with its base, no candidates.
+        DataError, ModelError, RegistryError: unreadable data or models (one line each).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from search.data import load_split
+    from search.glue import get_task
+    from search.modeling import load_seq2seq
+    from search.resolve import (
+        compatible_candidates,
+        pin_dir,
+        resolve_target,
+        screened_candidates,
+    )
+    from search.scoring import Scorer
+    from search.study import worker_id
+    from search.taskvector import Composer, load_vector
+
+    get_task(task)
+    if not lambdas:
+        raise SearchError("no lambdas to screen")
+    if any(lam <= 0 for lam in lambdas):
+        raise SearchError(f"lambdas must be positive, got {list(lambdas)}")
+    resolved = resolve_target(target, db_url=db_url)
+    candidates = compatible_candidates(resolved, db_url=db_url)
+    if not candidates:
+        raise SearchError(
+            f"no compatible candidates for base {resolved.base.repo_id} in the registry: "
+            "run `taskvec registry sync` first"
+        )
+    split = load_split(task, split="search", data_dir=data_dir, size=search_size, seed=split_seed)
+    done = _already_screened(
+        task=task, target_revision=resolved.target.revision, fingerprint=split.fingerprint, db_url=db_url
+    )
+    todo = [c for c in candidates if c.revision not in done]
+    if limit is not None:
+        todo = todo[: max(0, limit)]
+    if todo:
+        model, tokenizer = load_seq2seq(resolved.target.path)
+        scorer = Scorer(model, tokenizer, split, mode=mode)
+        target_score = float(scorer.score().score)
+        settings = {
+            **scorer.settings,
+            "search_size": len(split),
+            "split_seed": split_seed,
+            "data": str(data_dir) if data_dir is not None else "hub",
+            "harm_margin": harm_margin,
+        }
+        worker = worker_id()
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            job = bar.add_task(f"screen {task}", total=len(todo))
+            for cand in todo:
+                bar.update(job, description=f"screen {task}: {cand.repo_id}")
+                pinned = pin_dir(cand)
+                vector = load_vector(
+                    base_dir=resolved.base.path,
+                    base_revision=resolved.base.revision,
+                    candidate_dir=pinned.path,
+                    candidate_revision=pinned.revision,
+                    cache_dir=vector_cache,
+                )
+                composer = Composer(model, target=resolved.target.path, vectors=[vector])
+                tried = screen_lambdas(
+                    scorer, composer, lambdas=lambdas, target_score=target_score, harm_margin=harm_margin
+                )
+                best = max(tried, key=lambda r: (r["score"], -r["lambda"]))
+                _save(
+                    {
+                        "task": task,
+                        "target_repo": resolved.target.repo_id,
+                        "target_revision": resolved.target.revision,
+                        "candidate_repo": cand.repo_id,
+                        "candidate_revision": cand.revision,
+                        "base_repo": resolved.base.repo_id,
+                        "base_revision": resolved.base.revision,
+                        "lambdas": tried,
+                        "best_lambda": best["lambda"],
+                        "best_score": best["score"],
+                        "target_score": target_score,
+                        "gain": best["score"] - target_score,
+                        "split_fingerprint": split.fingerprint,
+                        "scorer": settings,
+                        "worker": worker,
+                    },
+                    db_url=db_url,
+                )
+                bar.advance(job)
+    rows = screened_candidates(
+        task=task,
+        target_revision=resolved.target.revision,
+        split_fingerprint=split.fingerprint,
+        db_url=db_url,
+    )
+    return sorted(rows, key=lambda r: (-r["gain"], r["candidate_repo"]))
+
+
+def helpful_for(task: str, *, db_url: str | None = None) -> list[dict[str, Any]]:
+    """Candidates ranked by their best screening gain on `task` (any target, any split), best first.
+
+    Returns:
+        One dict per (candidate repo, revision): `repo_id`, `revision`, `gain`, `best_lambda`, `best_score`,
+        `target_score`, `target_repo`, `n_screenings`.
+
+    Raises:
+        SearchError: for an unknown task.
+    """
+    from registry.db import session_scope
+    from search.glue import get_task
+    from search.tables import Screening
+
+    get_task(task)
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    counts: dict[tuple[str, str], int] = {}
+    with session_scope(db_url) as session:
+        for s in session.execute(select(Screening).where(Screening.task == task)).scalars():
+            key = (s.candidate_repo, s.candidate_revision)
+            counts[key] = counts.get(key, 0) + 1
+            if key not in best or s.gain > best[key]["gain"]:
+                best[key] = {
+                    "repo_id": s.candidate_repo,
+                    "revision": s.candidate_revision,
+                    "gain": s.gain,
+                    "best_lambda": s.best_lambda,
+                    "best_score": s.best_score,
+                    "target_score": s.target_score,
+                    "target_repo": s.target_repo,
+                }
+    rows = [{**row, "n_screenings": counts[key]} for key, row in best.items()]
+    return sorted(rows, key=lambda r: (-r["gain"], r["repo_id"]))
