@@ -3,6 +3,7 @@ that huggingface_hub calls for the registry, so the hub source is tested through
 
 Endpoints: `GET /api/models` (search, filter, limit, full, cardData; Link-header pagination),
 `GET /api/models/{repo}` and `/api/models/{repo}/revision/{rev}` (sha, siblings with sizes, cardData, tags),
+`GET /api/models/{repo}/tree/{rev}` (snapshot_download's file list),
 `HEAD|GET /{repo}/resolve/{rev}/{file}` (ETag, X-Repo-Commit, Content-Length, Accept-Ranges, Range -> 206).
 Revisions are the folders' content shas (`registry.sources.local.content_sha`), as the local source pins them.
 
@@ -40,6 +41,11 @@ def _weight_data_start(path: Path) -> int | None:
     if len(head) < 8:
         return 0
     return min(8 + struct.unpack("<Q", head)[0], path.stat().st_size)
+
+
+def _git_blob_sha(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 class LoopbackHub:
@@ -273,6 +279,20 @@ class _Handler(BaseHTTPRequestHandler):
             if revision not in ("main", content_sha(folder)):
                 self._error(404, "RevisionNotFound", f"{revision} not found")
                 return
+        elif len(parts) >= 6 and parts[4] == "tree":
+            revision = unquote(parts[5])
+            if revision not in ("main", content_sha(folder)):
+                self._error(404, "RevisionNotFound", f"{revision} not found")
+                return
+            prefix = unquote("/".join(parts[6:]))
+            self._json(
+                [
+                    {"type": "file", "path": name, "size": size, "oid": _git_blob_sha(folder / name)}
+                    for name, size in repo_files(folder).items()
+                    if not prefix or name.startswith(prefix.rstrip("/") + "/")
+                ]
+            )
+            return
         elif len(parts) != 4:
             self._error(404, None, "unknown endpoint")
             return
