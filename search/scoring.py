@@ -36,7 +36,10 @@ from search.glue import INVALID_LABEL, TaskSpec, get_task
 
 Mode = Literal["rank", "generate"]
 
-DEFAULT_BATCH_TOKENS = 4096
+# Padded input tokens per batch. CPU matmuls are already efficient at ~1k rows, and smaller batches of
+# length-sorted inputs waste less on padding; a GPU wants far larger batches to fill the device.
+CPU_BATCH_TOKENS = 2048
+GPU_BATCH_TOKENS = 65536
 DEFAULT_MAX_BATCH = 128
 DEFAULT_MAX_INPUT_LENGTH = 512
 _CACHE_SIZE = 16
@@ -207,7 +210,8 @@ class Scorer:
         tokenizer: its tokenizer.
         split: the examples (from `search.data.load_split`).
         mode: `rank` (default) or `generate`.
-        batch_tokens: padded input tokens per batch (dynamic batch size).
+        batch_tokens: padded input tokens per batch (dynamic batch size); None picks a default for the
+            model's device.
         max_batch: cap on examples per batch.
         max_input_length: truncation of inputs.
         order_seed: seed of the fixed permutation whose prefixes `score(prefix=n)` scores.
@@ -225,7 +229,7 @@ class Scorer:
         split: Split,
         *,
         mode: Mode = "rank",
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_input_length: int = DEFAULT_MAX_INPUT_LENGTH,
         order_seed: int = 0,
@@ -240,6 +244,9 @@ class Scorer:
         self.split = split
         self.spec = get_task(split.task)
         self.mode = mode
+        if batch_tokens is None:
+            on_gpu = next(model.parameters()).device.type != "cpu"
+            batch_tokens = GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS
         self.batch_tokens = batch_tokens
         self.max_batch = max_batch
         self.max_input_length = max_input_length
@@ -311,24 +318,46 @@ class Scorer:
         return ids, mask.long()
 
     def _rank_batch(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Summed log-probability of every label sequence for each input: (batch, n_labels)."""
+        """Summed log-probability of every label sequence for each input: (batch, n_labels).
+
+        Every label starts from the same decoder state (the start token), so that first step runs once
+        per input; its cache (self-attention of step 0 and the cross-attention keys/values of the
+        encoder states, the costly part) is then repeated per label and all label continuations run in
+        one batched decoder pass with teacher forcing. Log-probabilities are over the full vocabulary.
+        """
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
         from transformers.modeling_outputs import BaseModelOutput
 
-        n_labels = self._dec_in.shape[0]
+        n_labels, width = self._dec_in.shape
         batch = ids.shape[0]
         device = ids.device
         hidden = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-        out = self.model(
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        first = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+            attention_mask=mask,
+            decoder_input_ids=self._dec_in[:1, :1].to(device).repeat(batch, 1),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        targets = self._targets.to(device)
+        step0 = first.logits[:, 0].float().log_softmax(-1)[:, targets[:, 0]]  # (batch, n_labels)
+        if width == 1:
+            return step0
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(n_labels)
+        rest = self.model(
             encoder_outputs=BaseModelOutput(last_hidden_state=hidden.repeat_interleave(n_labels, dim=0)),
             attention_mask=mask.repeat_interleave(n_labels, dim=0),
-            decoder_input_ids=self._dec_in.to(device).repeat(batch, 1),
-            use_cache=False,
+            decoder_input_ids=self._dec_in[:, 1:].to(device).repeat(batch, 1),
+            past_key_values=cache,
+            use_cache=True,
         )
-        logits = out.logits.float()
-        targets = self._targets.to(device).repeat(batch, 1)
-        token_logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-        summed = (token_logp * self._target_mask.to(device).repeat(batch, 1)).sum(-1)
-        return summed.view(batch, n_labels)
+        logits = rest.logits.float()
+        tail = targets[:, 1:].repeat(batch, 1)
+        token_logp = logits.gather(-1, tail.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        summed = (token_logp * self._target_mask[:, 1:].to(device).repeat(batch, 1)).sum(-1)
+        return step0 + summed.view(batch, n_labels)
 
     def _generate_batch(self, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
         max_new = max(len(s) for s in self._label_seqs) + 2
