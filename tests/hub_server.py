@@ -18,6 +18,7 @@ import hashlib
 import json
 import struct
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -63,6 +64,7 @@ class LoopbackHub:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.endpoint = ""
+        self.delay_s = 0.0  # per request, to make a sync slow enough to kill midway
 
     # --- faults and counters -----------------------------------------------------------------------------
 
@@ -219,6 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._route(head=False)
 
     def _route(self, *, head: bool) -> None:
+        if self.state.delay_s:
+            time.sleep(self.state.delay_s)
         split = urlsplit(self.path)
         path = unquote(split.path)
         query = parse_qs(split.query)
