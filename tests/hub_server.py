@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from registry.errors import RegistryError
 from registry.sources import validate_repo_id
-from registry.sources.local import LocalSource, card_tags, content_sha, repo_files
+from registry.sources.local import LocalSource, card_tags, content_sha, file_sha256, repo_files
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -180,6 +180,7 @@ def serve(root: Path, *, page_size: int = 50) -> Iterator[LoopbackHub]:
 class _Handler(BaseHTTPRequestHandler):
     state: LoopbackHub
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes; Nagle would stall keep-alive
 
     def log_message(self, format, *args) -> None:  # noqa: A002 - keep test output quiet
         pass
@@ -324,7 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "EntryNotFound", f"{filename} not found", head=head)
             return
         size = path.stat().st_size
-        etag = hashlib.sha256(path.read_bytes()).hexdigest()
+        etag = file_sha256(path)
         headers = {
             "ETag": f'"{etag}"',
             "X-Repo-Commit": sha,

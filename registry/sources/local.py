@@ -18,7 +18,8 @@ from registry.sources import CardClaims, RepoInfo, validate_filename, validate_r
 _FILE_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 hex of a file, cached by (path, size, mtime)."""
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     cached = _FILE_SHA_CACHE.get(key)
@@ -53,7 +54,7 @@ def content_sha(folder: Path) -> str:
     """
     digest = hashlib.sha1()
     for rel in repo_files(folder):
-        digest.update(rel.encode() + b"\0" + _file_sha256(folder / rel).encode() + b"\n")
+        digest.update(rel.encode() + b"\0" + file_sha256(folder / rel).encode() + b"\n")
     return digest.hexdigest()
 
 

@@ -1,0 +1,161 @@
+"""Registry sync cost: metadata-first checks vs downloading whole checkpoints, against a loopback Hub.
+
+Side by side in one run, over the zoo's `hub/` served by `tests/hub_server.py` on 127.0.0.1 (real HTTP,
+the real huggingface_hub client; bytes counted by the server):
+- ours, metadata-first (`taskvec registry sync`, the default): config and tokenizer files, safetensors
+  headers by Range requests, lineage probes by Range requests, then the whole weights only of repos that
+  passed every metadata check (to scan them for NaN/inf: the files screening needs anyway).
+- ours, metadata only (`--metadata-only`): the same without the weight scan.
+- baseline: what a tool without range reads does: `snapshot_download` of every repo (all files, pickles
+  included), then the same checks run on the local copies.
+Each mode gets a fresh database and download cache, after an untimed warm-up run of each. Figures: bytes served per checked repo, the ratio
+baseline / ours, and repos per second.
+
+Usage: python -m benchmarks.bench_sync [--zoo DIR] [--scale tiny|full]
+Last line of output: one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_sync(zoo: Path, base: str, *, verify_weights: bool, work: Path) -> dict:
+    from registry.sources.hub import HubSource
+    from registry.sync import list_checkpoints, sync
+    from tests.hub_server import serve
+
+    with serve(zoo / "hub") as hub:
+        source = HubSource(endpoint=hub.endpoint, cache_dir=work / "cache", backoff_s=0.01)
+        started = time.perf_counter()
+        summary = sync(
+            base=base,
+            source=source,
+            db_url=f"sqlite:///{work / 'db.sqlite'}",
+            verify_weights=verify_weights,
+            progress=False,
+        )
+        elapsed = time.perf_counter() - started
+        served, weights = hub.total_bytes(), sum(hub.weight_bytes.values())
+    rows = list_checkpoints(db_url=f"sqlite:///{work / 'db.sqlite'}")
+    return {
+        "repos": summary.checked + 1,  # the base is read too
+        "seconds": elapsed,
+        "bytes": served,
+        "weight_bytes": weights,
+        "verdicts": {r["repo_id"]: r["reason_code"] or r["status"] for r in rows},
+    }
+
+
+def _run_baseline(zoo: Path, base: str, *, work: Path) -> dict:
+    from huggingface_hub import HfApi
+
+    from registry.compat import check_repo, profile_base
+    from registry.sources.local import LocalSource
+    from tests.hub_server import serve
+
+    with serve(zoo / "hub") as hub:
+        api = HfApi(endpoint=hub.endpoint)
+        started = time.perf_counter()
+        repo_ids = [m.id for m in api.list_models()]
+        snapshots = work / "snapshots"
+        for repo_id in repo_ids:
+            api.snapshot_download(repo_id=repo_id, local_dir=snapshots / repo_id, cache_dir=work / "cache")
+        source = LocalSource(snapshots)
+        profile = profile_base(source, source.repo_info(base))
+        verdicts = {}
+        for repo_id in repo_ids:
+            if repo_id != base:
+                report = check_repo(source, source.repo_info(repo_id), profile)
+                verdicts[repo_id] = report.reason_code or report.status
+        elapsed = time.perf_counter() - started
+        served, weights = hub.total_bytes(), sum(hub.weight_bytes.values())
+    return {
+        "repos": len(repo_ids),
+        "seconds": elapsed,
+        "bytes": served,
+        "weight_bytes": weights,
+        "verdicts": verdicts,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the three modes and print a table, then one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", type=Path, default=None, help="A built zoo (default: build one, cached).")
+    parser.add_argument("--scale", default="tiny", help="Zoo scale to build when --zoo is not given.")
+    args = parser.parse_args(argv)
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))  # tests.hub_server lives in the checkout
+
+    import torch
+    from huggingface_hub.utils import disable_progress_bars
+
+    torch.set_num_threads(1)
+    disable_progress_bars()
+    zoo = args.zoo
+    if zoo is None:
+        from benchmarks.zoo import build
+        from registry.constants import home
+
+        zoo = build(out=home() / f"zoo-{args.scale}", scale=args.scale)
+    base = json.loads((zoo / "zoo.json").read_text())["base"]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # Untimed warm-up of every mode, so imports, migrations and first connections bias none of them.
+        _run_sync(zoo, base, verify_weights=True, work=tmp / "warm-a")
+        _run_baseline(zoo, base, work=tmp / "warm-c")
+        modes = {
+            "metadata_first": _run_sync(zoo, base, verify_weights=True, work=tmp / "a"),
+            "metadata_only": _run_sync(zoo, base, verify_weights=False, work=tmp / "b"),
+            "download_all": _run_baseline(zoo, base, work=tmp / "c"),
+        }
+    ours, lean, naive = modes["metadata_first"], modes["metadata_only"], modes["download_all"]
+    # The weight scan finds what the probes miss, so metadata-only may call a NaN repo compatible.
+    assert ours["verdicts"] == naive["verdicts"], "metadata-first and download-all disagree"
+
+    table = Table(title=f"registry sync over {zoo / 'hub'} (loopback Hub)")
+    for column in ("mode", "repos", "KB served", "KB/repo", "weight KB", "repos/s"):
+        table.add_column(column, justify="right" if column != "mode" else "left")
+    for name, m in modes.items():
+        table.add_row(
+            name,
+            str(m["repos"]),
+            f"{m['bytes'] / 1e3:.0f}",
+            f"{m['bytes'] / m['repos'] / 1e3:.1f}",
+            f"{m['weight_bytes'] / 1e3:.0f}",
+            f"{m['repos'] / m['seconds']:.1f}",
+        )
+    Console().print(table)
+    summary = {
+        "zoo": str(zoo),
+        "repos": ours["repos"],
+        "bytes_per_repo_metadata_first": ours["bytes"] / ours["repos"],
+        "bytes_per_repo_metadata_only": lean["bytes"] / lean["repos"],
+        "bytes_per_repo_download_all": naive["bytes"] / naive["repos"],
+        "bytes_ratio_download_all_over_metadata_first": naive["bytes"] / ours["bytes"],
+        "bytes_ratio_download_all_over_metadata_only": naive["bytes"] / lean["bytes"],
+        "weight_bytes_ratio_download_all_over_metadata_only": naive["weight_bytes"]
+        / max(lean["weight_bytes"], 1),
+        "repos_per_s_metadata_first": ours["repos"] / ours["seconds"],
+        "repos_per_s_metadata_only": lean["repos"] / lean["seconds"],
+        "repos_per_s_download_all": naive["repos"] / naive["seconds"],
+        "verdicts_agree": ours["verdicts"] == naive["verdicts"],
+    }
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
