@@ -40,8 +40,13 @@ def sync_cmd(
     db: str | None = DB_OPTION,
 ) -> None:
     """Check every repo of a source against a base; rerun to resume or to pick up new revisions."""
+    from registry.errors import RegistryError
     from registry.sync import sync
 
+    if source == "hub" and not (search or filters or limit):
+        raise RegistryError(
+            "refusing to crawl the whole Hub: pass --filter (e.g. t5, base_model:finetune:ORG/NAME), --search or --limit"
+        )
     summary = sync(
         base=base,
         source=source,

@@ -148,7 +148,7 @@ class BaseProfile:
     shape_config: Mapping[str, object]
     config_fingerprint: str
     tokenizer_fingerprint: str | None
-    vocab: Mapping[str, int] | None
+    vocabs: Mapping[str, Mapping[str, int]]
     tensor_shapes: Mapping[str, tuple[int, ...]]
     tensor_fingerprint: str
     probes: Mapping[str, np.ndarray] = field(repr=False)
@@ -246,48 +246,78 @@ def check_config(config: Mapping[str, object], base_shapes: Mapping[str, object]
 # --- 2. tokenizer ----------------------------------------------------------------------------------------
 
 
-def vocab_from_files(files: Mapping[str, bytes]) -> dict[str, int] | None:
-    """The token -> id map defined by the tokenizer files present (None if none can be read)."""
-    vocab: dict[str, int] = {}
+def _json_vocab(raw: bytes) -> dict[str, int] | None:
+    try:
+        return {str(k): int(v) for k, v in json.loads(raw).items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError):
+        return None
+
+
+def vocabs_from_files(files: Mapping[str, bytes]) -> dict[str, dict[str, int]]:
+    """Token -> id maps, one per kind of vocabulary file present (`tokenizer.json`, `spiece.model`, ...).
+
+    Kinds are kept apart because repos ship different subsets (a fine-tune with only `spiece.model` next to
+    a base with `tokenizer.json` too) and the kinds differ in what they include (T5's extra ids live in
+    tokenizer.json's added tokens, not in spiece.model). Unreadable files are left out.
+    """
+    added = _json_vocab(files["added_tokens.json"]) if "added_tokens.json" in files else {}
+    vocabs: dict[str, dict[str, int]] = {}
     if "tokenizer.json" in files:
         try:
             tok = json.loads(files["tokenizer.json"])
             model_vocab = (tok.get("model") or {}).get("vocab")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            return None
-        if isinstance(model_vocab, dict):
-            vocab.update({str(k): int(v) for k, v in model_vocab.items()})
-        elif isinstance(model_vocab, list):  # Unigram: [[piece, score], ...], id = position
-            vocab.update({str(item[0]): i for i, item in enumerate(model_vocab)})
-        for added in tok.get("added_tokens") or []:
-            if isinstance(added, dict) and "content" in added and "id" in added:
-                vocab[str(added["content"])] = int(added["id"])
-        return vocab
+            vocab: dict[str, int] = {}
+            if isinstance(model_vocab, dict):
+                vocab.update({str(k): int(v) for k, v in model_vocab.items()})
+            elif isinstance(model_vocab, list):  # Unigram: [[piece, score], ...], id = position
+                vocab.update({str(item[0]): i for i, item in enumerate(model_vocab)})
+            for token in tok.get("added_tokens") or []:
+                if isinstance(token, dict) and "content" in token and "id" in token:
+                    vocab[str(token["content"])] = int(token["id"])
+            if vocab:
+                vocabs["tokenizer.json"] = vocab
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError, IndexError):
+            pass
     if "spiece.model" in files:
         import sentencepiece as spm
 
         proc = spm.SentencePieceProcessor()
         try:
             proc.LoadFromSerializedProto(files["spiece.model"])
-        except (RuntimeError, OSError):
-            return None
-        vocab.update({proc.IdToPiece(i): i for i in range(proc.GetPieceSize())})
-    elif "vocab.json" in files:
-        try:
-            vocab.update({str(k): int(v) for k, v in json.loads(files["vocab.json"]).items()})
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, ValueError):
-            return None
-    elif "vocab.txt" in files:
+            vocabs["spiece.model"] = {proc.IdToPiece(i): i for i in range(proc.GetPieceSize())} | (
+                added or {}
+            )
+        except (RuntimeError, OSError, TypeError):
+            pass
+    if "vocab.json" in files and (vocab := _json_vocab(files["vocab.json"])) is not None:
+        vocabs["vocab.json"] = vocab | (added or {})
+    if "vocab.txt" in files:
         lines = files["vocab.txt"].decode(errors="replace").splitlines()
-        vocab.update({line: i for i, line in enumerate(lines)})
+        vocabs["vocab.txt"] = {line: i for i, line in enumerate(lines)} | (added or {})
+    return vocabs
+
+
+def _same_vocab(
+    here: Mapping[str, Mapping[str, int]], base: Mapping[str, Mapping[str, int]]
+) -> tuple[bool, str]:
+    """Compare the first kind both have; with no kind in common, compare the ids both define."""
+    common = [kind for kind in here if kind in base]
+    if common:
+        mine, theirs = here[common[0]], base[common[0]]
     else:
-        return None
-    if "added_tokens.json" in files:
-        try:
-            vocab.update({str(k): int(v) for k, v in json.loads(files["added_tokens.json"]).items()})
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, ValueError):
-            return None
-    return vocab
+        mine, theirs = next(iter(here.values())), next(iter(base.values()))
+        limit = min(len(mine), len(theirs))
+        mine = {t: i for t, i in mine.items() if i < limit}
+        theirs = {t: i for t, i in theirs.items() if i < limit}
+    if mine == theirs:
+        return True, ""
+    only_here = len(set(mine) - set(theirs))
+    only_base = len(set(theirs) - set(mine))
+    moved = sum(1 for t, i in mine.items() if t in theirs and theirs[t] != i)
+    return False, (
+        f"different vocabulary ({len(mine)} tokens vs base {len(theirs)}; {only_here} new, "
+        f"{only_base} missing, {moved} with other ids)"
+    )
 
 
 def tokenizer_fingerprint(files: Mapping[str, bytes]) -> str | None:
@@ -298,7 +328,10 @@ def tokenizer_fingerprint(files: Mapping[str, bytes]) -> str | None:
 
 
 def check_tokenizer(
-    files: Mapping[str, bytes], *, base_fingerprint: str | None, base_vocab: Mapping[str, int] | None
+    files: Mapping[str, bytes],
+    *,
+    base_fingerprint: str | None,
+    base_vocabs: Mapping[str, Mapping[str, int]],
 ) -> str | None:
     """Same vocabulary as the base: equal file hashes, or, when the files differ, equal token -> id maps.
 
@@ -311,20 +344,14 @@ def check_tokenizer(
         Reject: `tokenizer_mismatch`.
     """
     fingerprint = tokenizer_fingerprint(files)
-    if fingerprint is None or fingerprint == base_fingerprint or base_vocab is None:
+    if fingerprint is None or fingerprint == base_fingerprint or not base_vocabs:
         return fingerprint
-    vocab = vocab_from_files(files)
-    if vocab is None:
+    vocabs = vocabs_from_files(files)
+    if not vocabs:
         raise Reject(REASON_TOKENIZER, f"cannot read a vocabulary from {sorted(files)}")
-    if vocab != base_vocab:
-        only_here = len(set(vocab) - set(base_vocab))
-        only_base = len(set(base_vocab) - set(vocab))
-        moved = sum(1 for t, i in vocab.items() if t in base_vocab and base_vocab[t] != i)
-        raise Reject(
-            REASON_TOKENIZER,
-            f"different vocabulary ({len(vocab)} tokens vs base {len(base_vocab)}; {only_here} new, "
-            f"{only_base} missing, {moved} with other ids)",
-        )
+    same, detail = _same_vocab(vocabs, base_vocabs)
+    if not same:
+        raise Reject(REASON_TOKENIZER, detail)
     return fingerprint
 
 
@@ -598,7 +625,7 @@ def profile_base(source: Source, info: RepoInfo) -> BaseProfile:
         shape_config=shapes_cfg,
         config_fingerprint=_json_fingerprint(shapes_cfg),
         tokenizer_fingerprint=tokenizer_fingerprint(vocab_files),
-        vocab=vocab_from_files(vocab_files),
+        vocabs=vocabs_from_files(vocab_files),
         tensor_shapes=tensor_shapes,
         tensor_fingerprint=tensor_fingerprint(tensor_shapes),
         probes=probes,
@@ -640,7 +667,7 @@ def check_repo(
         found["config_fingerprint"] = _json_fingerprint(shapes_cfg)
 
         found["tokenizer_fingerprint"] = check_tokenizer(
-            _vocab_files(source, info), base_fingerprint=base.tokenizer_fingerprint, base_vocab=base.vocab
+            _vocab_files(source, info), base_fingerprint=base.tokenizer_fingerprint, base_vocabs=base.vocabs
         )
 
         layout = read_layout(source, info)

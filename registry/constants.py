@@ -47,6 +47,7 @@ def vector_cache_dir() -> Path:
     """Where precomputed task vectors are cached, keyed by (base sha, candidate sha)."""
     return home() / "vectors"
 
+
 # Lineage check (registry/compat.py): relative distance ||theta - theta_base|| / ||theta_base|| over a few
 # probe tensors. Independent initialisations sit near sqrt(2) ~ 1.41 (two unrelated random matrices of
 # equal norm); fine-tunes sit far below. Calibrated on the pico zoo (seed 0): see the registry report in

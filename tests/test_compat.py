@@ -83,6 +83,21 @@ def test_same_vocabulary_in_other_bytes_is_compatible(world, tmp_path):
     assert report.tokenizer_fingerprint != profile.tokenizer_fingerprint
 
 
+def test_vocabularies_compare_by_the_kind_of_file_both_ship():
+    vocab = {"<pad>": 0, "</s>": 1, "a": 2, "b": 3}
+    tok_json = json.dumps({"model": {"type": "WordLevel", "vocab": vocab}, "added_tokens": []}).encode()
+    base = {"tokenizer.json": tok_json}
+    base_vocabs = compat.vocabs_from_files(base)
+    fp = compat.tokenizer_fingerprint(base)
+    # only a vocab.json, same ids (plus extra ids past the base's): compatible on the ids both define
+    same = {"vocab.json": json.dumps({**vocab, "<extra_id_0>": 4}).encode()}
+    assert compat.check_tokenizer(same, base_fingerprint=fp, base_vocabs=base_vocabs) is not None
+    swapped = {"vocab.json": json.dumps({**vocab, "a": 3, "b": 2}).encode()}
+    with pytest.raises(Reject, match="tokenizer_mismatch: .*2 with other ids"):
+        compat.check_tokenizer(swapped, base_fingerprint=fp, base_vocabs=base_vocabs)
+    assert compat.check_tokenizer({}, base_fingerprint=fp, base_vocabs=base_vocabs) is None
+
+
 def test_header_parser_rejects_truncation_and_bad_offsets():
     header = json.dumps({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
     blob = struct.pack("<Q", len(header)) + header + b"\0" * 16

@@ -158,6 +158,8 @@ def test_sync_killed_with_sigkill_completes_on_rerun(world, tmp_path):
             "t/base",
             "--source",
             "hub",
+            "--search",
+            "t/",
             "--db",
             db,
         ]
@@ -172,7 +174,7 @@ def test_sync_killed_with_sigkill_completes_on_rerun(world, tmp_path):
                 continue
             if rows >= 2:
                 break
-        assert proc.poll() is None, "sync finished before it could be killed"
+        assert proc.poll() is None, f"sync finished before it could be killed: {proc.stderr.read()}"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         killed_at = _count(db)
@@ -240,6 +242,7 @@ def test_cli_bad_base_and_source_are_one_line_errors(world, tmp_path):
         (("--base", "t/missing", "--source", str(root)), "t/missing: repository not found"),
         (("--base", "../../etc", "--source", str(root)), "invalid repo id"),
         (("--base", "t/bart", "--source", str(root)), "base t/bart"),
+        (("--base", "t/base", "--source", "hub"), "refusing to crawl the whole Hub"),
     ):
         result = _cli("registry", "sync", *args, "--db", db)
         assert result.returncode == 1, result.stdout
