@@ -106,3 +106,62 @@ def test_concurrent_first_use_by_two_processes(tmp_path):
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {ALEMBIC_VERSION_TABLE}")).scalar() == 1
         assert conn.execute(text("SELECT count(*) FROM base_models")).scalar() == 2
+
+
+def _postgres_url() -> str | None:
+    url = os.environ.get("TASKVEC_TEST_PG_URL")
+    if url:
+        return url
+    script = REPO_ROOT / ".ci" / "postgres"
+    if not script.exists():
+        return None
+    result = subprocess.run([str(script), "url"], capture_output=True, text=True, timeout=30)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+@pytest.fixture
+def fresh_postgres_url():
+    """A new, empty PostgreSQL database on the CI server (dropped afterwards); skips if none runs."""
+    import uuid
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = _postgres_url()
+    if not url:
+        pytest.skip("no PostgreSQL server (.ci/postgres start, or TASKVEC_TEST_PG_URL)")
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"taskvec_registry_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    from registry.db import dispose_engines
+
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_postgres_concurrent_first_use_migrates_once(fresh_postgres_url):
+    code = "import sys; from registry.db import get_engine, current_revisions; print(sorted(current_revisions(get_engine(sys.argv[1]))))"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, fresh_postgres_url],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    assert outputs[0][0] == outputs[1][0]
+    engine = get_engine(fresh_postgres_url)
+    tables = set(inspect(engine).get_table_names())
+    assert {"base_models", "checkpoints", ALEMBIC_VERSION_TABLE} <= tables
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {ALEMBIC_VERSION_TABLE}")).scalar() == 1
