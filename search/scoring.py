@@ -380,7 +380,8 @@ class Scorer:
         preds = np.empty(n, dtype=np.int64)
         margins = np.full(n, np.nan, dtype=np.float64)
         device = self._device()
-        self.model.eval()
+        if self.model.training:  # eval() walks every module: measurable on pico models
+            self.model.eval()
         with torch.inference_mode(), self._autocast():
             for batch in self._batches_for(n):
                 rows = positions[batch]

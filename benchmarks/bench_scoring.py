@@ -1,0 +1,253 @@
+"""Scoring throughput: taskvec's rank-classification scorer vs a FusionBench-style generation baseline.
+
+Both run in this one process on the same examples, side by side:
+- baseline: batches of 32 in dataset order, padded to each batch's longest input, tokenized per batch,
+  `model.generate(max_new_tokens=10)` (greedy) under `torch.no_grad`, exact match of the decoded text
+  against the label words (what FusionBench's T5 GLUE evaluation does).
+- ours: `search.scoring.Scorer` in rank mode. The split is tokenized once when the scorer is built (that
+  is the point of binding a scorer to a search); the timed figure is a `score()` call, the hot loop of a
+  trial. The cold figure (scorer construction + first call) is printed too.
+
+Models:
+(a) the pico target `hub/pico/t5-pico-<task>` of the zoo on its held-out split; agreement = share of
+    examples where both predict the same label (a baseline output that is no label word disagrees);
+(b) a randomly initialised model of the real t5-small shape (vocab 32128, d_model 512, d_ff 2048, 6+6
+    layers, 8 heads; no download). Its tokenizer is the pico zoo's (word-level, so a token is a word;
+    the benchmark measures model compute, and all its ids fit in t5-small's vocabulary). A random model
+    never emits EOS, so the baseline always decodes all 10 tokens; a second baseline figure with
+    `max_new_tokens` = the longest label sequence (the least a generation baseline can do) is printed
+    as `ratio_t5_small_tight` so the ratio is not only a product of the random init.
+
+bf16 autocast (CPU) is tried for ours on both models: its speed ratio over fp32 and the score difference.
+
+Usage: python -m benchmarks.bench_scoring [--zoo DIR] [--task mrpc] [--n-pico 1000] [--n-small 256]
+Last line of output: one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from search.data import Split, load_split
+from search.glue import TaskSpec, get_task
+from search.modeling import load_seq2seq
+from search.scoring import Scorer, label_token_ids
+
+T5_SMALL = {
+    "vocab_size": 32128,
+    "d_model": 512,
+    "d_kv": 64,
+    "d_ff": 2048,
+    "num_layers": 6,
+    "num_decoder_layers": 6,
+    "num_heads": 8,
+    "feed_forward_proj": "relu",
+    "tie_word_embeddings": True,
+    "decoder_start_token_id": 0,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
+
+
+def baseline_generate(
+    model, tokenizer, split: Split, *, batch_size: int = 32, max_new_tokens: int = 10
+) -> np.ndarray:
+    """FusionBench-style evaluation: dataset-order batches, generate, exact match on label words.
+
+    Returns:
+        Predicted label ids in split order (-1 where the output is no label word).
+    """
+    spec = get_task(split.task)
+    texts = [spec.format_input(row) for row in split.examples.to_dict("records")]
+    preds: list[int] = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                padding="longest",
+                truncation=True,
+                max_length=512,
+                return_tensors="pt",
+            )
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+            preds += [spec.parse_prediction(t) for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    return np.asarray(preds, dtype=np.int64)
+
+
+def _timed(fn, *, repeats: int):
+    """(best wall seconds over `repeats`, last result): best-of-n damps noise from a shared machine."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def compare(
+    model, tokenizer, split: Split, *, repeats: int, tight_baseline: bool = False, count_flops: bool = False
+) -> dict[str, float]:
+    """Time ours (fp32, bf16 autocast) and the baseline on the same examples; scores and agreement."""
+    spec: TaskSpec = get_task(split.task)
+    n = len(split)
+    t0 = time.perf_counter()
+    ours = Scorer(model, tokenizer, split)
+    ours.score(prefix=min(n, 8))  # warm-up (allocator, kernels); tokenization is already cached here
+    cold = time.perf_counter() - t0
+    t_ours, res = _timed(ours.score, repeats=repeats)
+    # Predictions back in split order, to compare with the baseline's dataset-order predictions.
+    ours_pred = np.empty(n, dtype=np.int64)
+    ours_pred[res.positions] = res.predictions
+
+    warm = Split(task=split.task, name=split.name, examples=split.examples.iloc[:8], fingerprint="warm-up")
+    baseline_generate(model, tokenizer, warm)
+    t_base, base_pred = _timed(lambda: baseline_generate(model, tokenizer, split), repeats=repeats)
+    base_metrics = spec.compute_metrics(split.examples["label"].to_numpy(), base_pred)
+
+    bf16 = Scorer(model, tokenizer, split, autocast_dtype=torch.bfloat16)
+    bf16.score(prefix=min(n, 8))
+    t_bf16, res_bf16 = _timed(bf16.score, repeats=repeats)
+    out = {
+        "n": n,
+        "mean_input_tokens": float(np.mean([len(x) for x in _input_ids(tokenizer, split)])),
+        "ours_s": t_ours,
+        "ours_cold_s": cold + t_ours,
+        "baseline_s": t_base,
+        "ours_ex_per_s": n / t_ours,
+        "baseline_ex_per_s": n / t_base,
+        "ratio": t_base / t_ours,
+        "ratio_cold": t_base / (cold + t_ours),
+        "score_ours": res.score,
+        "score_baseline": base_metrics["score"],
+        "baseline_invalid": float(np.mean(base_pred < 0)),
+        "agreement": float(np.mean(ours_pred == base_pred)),
+        "bf16_speed_ratio": t_ours / t_bf16,
+        "bf16_score_diff": res_bf16.score - res.score,
+        "bf16_pred_agreement": float(np.mean(res_bf16.predictions == res.predictions)),
+    }
+    if count_flops:
+        # Matmul FLOPs of one pass of each on the same examples: the work bound on the time ratio.
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as ours_flops:
+            ours.score()
+        with FlopCounterMode(display=False) as base_flops:
+            baseline_generate(model, tokenizer, split)
+        out["ours_gflop"] = ours_flops.get_total_flops() / 1e9
+        out["baseline_gflop"] = base_flops.get_total_flops() / 1e9
+        out["flop_ratio"] = base_flops.get_total_flops() / max(ours_flops.get_total_flops(), 1)
+    if tight_baseline:
+        longest = max(len(s) for s in label_token_ids(spec, tokenizer))
+        t_tight, _ = _timed(
+            lambda: baseline_generate(model, tokenizer, split, max_new_tokens=longest), repeats=repeats
+        )
+        out["baseline_tight_s"] = t_tight
+        out["ratio_tight"] = t_tight / t_ours
+    return out
+
+
+def _input_ids(tokenizer, split: Split) -> list[list[int]]:
+    spec = get_task(split.task)
+    return tokenizer([spec.format_input(r) for r in split.examples.to_dict("records")])["input_ids"]
+
+
+def t5_small_random(*, seed: int = 0):
+    """A randomly initialised T5 of t5-small's shape (fp32, eval mode)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(T5Config(**T5_SMALL)).eval()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", type=Path, default=None, help="built pico zoo (default: build one)")
+    parser.add_argument("--scale", default="full", help="zoo scale when building")
+    parser.add_argument("--task", default="mrpc")
+    parser.add_argument("--n-pico", type=int, default=1000, help="held-out examples for the pico target")
+    parser.add_argument("--n-small", type=int, default=256, help="examples for the t5-small shape")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per method (best is kept)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    zoo = args.zoo
+    if zoo is None:
+        from benchmarks.zoo import build
+
+        zoo = build(out=Path(".cache/zoo-bench"), scale=args.scale)
+    model, tokenizer = load_seq2seq(zoo / "hub" / "pico" / f"t5-pico-{args.task}")
+    pico_split = load_split(args.task, split="heldout", data_dir=zoo / "glue", size=args.n_pico)
+    pico = compare(model, tokenizer, pico_split, repeats=args.repeats)
+    small_split = load_split(args.task, split="heldout", data_dir=zoo / "glue", size=args.n_small)
+    small = compare(
+        t5_small_random(), tokenizer, small_split, repeats=args.repeats, tight_baseline=True, count_flops=True
+    )
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"scoring {args.task}: ours (rank) vs FusionBench-style generate, {args.threads} thread(s)"
+    )
+    for col in (
+        "model",
+        "n",
+        "in tok",
+        "ours ex/s",
+        "base ex/s",
+        "ratio",
+        "score ours/base",
+        "agree",
+        "bf16 x",
+    ):
+        table.add_column(col, justify="right")
+    for name, r in (("pico target", pico), ("t5-small shape (random)", small)):
+        table.add_row(
+            name,
+            str(r["n"]),
+            f"{r['mean_input_tokens']:.1f}",
+            f"{r['ours_ex_per_s']:.0f}",
+            f"{r['baseline_ex_per_s']:.0f}",
+            f"{r['ratio']:.1f}",
+            f"{r['score_ours']:.1f}/{r['score_baseline']:.1f}",
+            f"{100 * r['agreement']:.1f}%",
+            f"{r['bf16_speed_ratio']:.2f} ({r['bf16_score_diff']:+.2f})",
+        )
+    Console().print(table)
+    summary = {
+        "task": args.task,
+        "threads": args.threads,
+        "device": "cpu",
+        "n_pico": pico["n"],
+        "n_t5_small": small["n"],
+        "ratio_pico": pico["ratio"],
+        "ratio_pico_cold": pico["ratio_cold"],
+        "agreement_pico": pico["agreement"],
+        "score_pico_ours": pico["score_ours"],
+        "score_pico_baseline": pico["score_baseline"],
+        "ratio_t5_small": small["ratio"],
+        "ratio_t5_small_tight": small["ratio_tight"],
+        "ratio_t5_small_cold": small["ratio_cold"],
+        "flop_ratio_t5_small": small["flop_ratio"],
+        "gflop_t5_small_ours": small["ours_gflop"],
+        "gflop_t5_small_baseline": small["baseline_gflop"],
+        "bf16_speed_ratio_pico": pico["bf16_speed_ratio"],
+        "bf16_score_diff_pico": pico["bf16_score_diff"],
+        "bf16_speed_ratio_t5_small": small["bf16_speed_ratio"],
+        "bf16_pred_agreement_t5_small": small["bf16_pred_agreement"],
+        "ours_ex_per_s_t5_small": small["ours_ex_per_s"],
+        "baseline_ex_per_s_t5_small": small["baseline_ex_per_s"],
+    }
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
