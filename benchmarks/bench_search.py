@@ -1,0 +1,220 @@
+"""Search benchmark on the pico zoo: pruning on vs off at one wall-clock budget, TPE vs random at equal trials.
+
+    python -m benchmarks.bench_search [--zoo DIR] [--scale full|tiny] [--task sst2] [--budget 60] [--trials 30]
+
+1. Pruning: two fresh studies on the same task, target, candidates and search split, one with successive
+   halving over nested prefixes of the search split, one scoring every trial on the whole split, each
+   given the same wall-clock budget. Reported: finished trials of each (complete + pruned) and their
+   ratio, examples scored, the best search score and that trial's held-out score.
+2. Samplers: two fresh studies without pruning, TPE (multivariate, grouped) and random search, each run
+   to the same number of finished trials (per seed). Reported: best search score and its held-out score.
+
+Both arms of each comparison run in this one process, one after the other, on the same machine. Every
+file (database, Optuna storage, vector cache) lives under a scratch folder; the zoo is built there too
+unless `--zoo` names one. The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from registry.constants import ENV_DB, ENV_HOME
+
+BASE_REPO = "pico/t5-pico"
+DEFAULT_ZOO = Path(".cache/zoo-full")
+
+
+def _arm(summary, *, seconds: float) -> dict[str, Any]:
+    return {
+        "finished": summary.n_finished,
+        "complete": summary.n_complete,
+        "pruned": summary.n_pruned,
+        "examples_scored": summary.examples_scored,
+        "best_search": summary.best_score_search,
+        "best_heldout": summary.best_score_heldout,
+        "target_search": summary.target_score_search,
+        "target_heldout": summary.target_score_heldout,
+        "seconds": round(seconds, 1),
+    }
+
+
+def run_bench(
+    *,
+    zoo: Path,
+    work: Path,
+    task: str,
+    budget_s: float,
+    trials: int,
+    top_k: int,
+    search_size: int | None,
+    seeds: tuple[int, ...],
+    progress: bool,
+) -> dict[str, Any]:
+    """Run both comparisons and return the figures.
+
+    Args:
+        zoo: a built pico zoo.
+        work: scratch folder (database, storage, vector cache).
+        task: GLUE task searched.
+        budget_s: wall-clock budget of each pruning arm.
+        trials: finished trials of each sampler arm.
+        top_k: candidates in each search.
+        search_size: examples in the search split (None: the data module's default).
+        seeds: sampler seeds of the TPE vs random comparison (each seed runs both samplers).
+        progress: show progress bars.
+
+    Returns:
+        The JSON-ready figures.
+    """
+    from registry.sync import sync
+    from search.screen import screen
+    from search.study import SearchConfig, run_search
+
+    db_url = f"sqlite:///{work / 'taskvec.db'}"
+    storage = f"sqlite:///{work / 'optuna.db'}"
+    target = f"pico/t5-pico-{task}"
+    t0 = time.perf_counter()
+    sync(base=BASE_REPO, source=str(zoo / "hub"), db_url=db_url, progress=progress)
+    screened = screen(
+        task=task, target=target, db_url=db_url, data_dir=zoo, search_size=search_size, progress=progress
+    )
+    setup_s = time.perf_counter() - t0
+
+    def search(study: str, **kw) -> tuple[Any, float]:
+        config = SearchConfig(
+            task=task,
+            target=target,
+            data_dir=zoo,
+            top_k=top_k,
+            storage=storage,
+            db_url=db_url,
+            study_name=study,
+            search_size=search_size,
+            heldout_top_n=1,
+            **kw,
+        )
+        started = time.perf_counter()
+        summary = run_search(config, progress=progress)
+        return summary, time.perf_counter() - started
+
+    # A quota far above what the budget allows: the timeout is what stops both arms.
+    quota = 100_000
+    on, on_s = search("bench-pruning-on", pruning=True, n_trials=quota, timeout_s=budget_s)
+    off, off_s = search("bench-pruning-off", pruning=False, n_trials=quota, timeout_s=budget_s)
+    pruning = {
+        "budget_s": budget_s,
+        "on": _arm(on, seconds=on_s),
+        "off": _arm(off, seconds=off_s),
+        "trials_ratio": round(on.n_finished / max(1, off.n_finished), 2),
+        "examples_per_trial_on": round(on.examples_scored / max(1, on.n_finished), 1),
+        "examples_per_trial_off": round(off.examples_scored / max(1, off.n_finished), 1),
+    }
+
+    samplers: dict[str, list[dict[str, Any]]] = {"tpe": [], "random": []}
+    for seed in seeds:
+        for name in samplers:
+            summary, secs = search(
+                f"bench-{name}-s{seed}", sampler=name, pruning=False, n_trials=trials, seed=seed
+            )
+            samplers[name].append({"seed": seed, **_arm(summary, seconds=secs)})
+
+    def mean(name: str, key: str) -> float | None:
+        vals = [r[key] for r in samplers[name] if r[key] is not None]
+        return round(sum(vals) / len(vals), 2) if vals else None
+
+    return {
+        "bench": "search",
+        "task": task,
+        "zoo": str(zoo),
+        "top_k": top_k,
+        "candidates_screened": len(screened),
+        "setup_s": round(setup_s, 1),
+        "pruning": pruning,
+        "samplers": {
+            "trials": trials,
+            "seeds": list(seeds),
+            "runs": samplers,
+            "tpe_best_search_mean": mean("tpe", "best_search"),
+            "random_best_search_mean": mean("random", "best_search"),
+            "tpe_best_heldout_mean": mean("tpe", "best_heldout"),
+            "random_best_heldout_mean": mean("random", "best_heldout"),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: build or reuse the zoo, run the benchmark, print a summary and one JSON line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_search", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--zoo", type=Path, default=DEFAULT_ZOO, help="Zoo folder (built there if needed).")
+    parser.add_argument("--scale", default="full", choices=("full", "tiny"), help="Zoo scale if built.")
+    parser.add_argument("--task", default="sst2", help="GLUE task to search.")
+    parser.add_argument("--budget", type=float, default=60.0, help="Seconds per pruning arm.")
+    parser.add_argument("--trials", type=int, default=30, help="Finished trials per sampler arm.")
+    parser.add_argument("--seeds", default="0", help="Comma-separated sampler seeds (TPE vs random).")
+    parser.add_argument("--top-k", type=int, default=6, help="Candidates per search.")
+    parser.add_argument("--search-size", type=int, default=None, help="Examples in the search split.")
+    parser.add_argument("--work", type=Path, default=None, help="Scratch folder (default: a new temp dir).")
+    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from benchmarks.zoo import build
+    from registry.errors import TaskvecError
+
+    torch.set_num_threads(1)  # one core per process on a shared 2-core machine; same for every arm
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_search-"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ[ENV_HOME] = str(work / "home")
+    os.environ.pop(ENV_DB, None)
+    started = time.perf_counter()
+    try:
+        t0 = time.perf_counter()
+        zoo = build(out=args.zoo, scale=args.scale, progress=not args.quiet)
+        zoo_s = time.perf_counter() - t0
+        figures = run_bench(
+            zoo=zoo,
+            work=work,
+            task=args.task,
+            budget_s=args.budget,
+            trials=args.trials,
+            top_k=args.top_k,
+            search_size=args.search_size,
+            seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+            progress=not args.quiet,
+        )
+    except TaskvecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    figures["scale"] = args.scale
+    figures["zoo_s"] = round(zoo_s, 1)
+    figures["wall_s"] = round(time.perf_counter() - started, 1)
+
+    p = figures["pruning"]
+    print(
+        f"\npruning on vs off, {p['budget_s']:.0f}s each: {p['on']['finished']} vs {p['off']['finished']} finished "
+        f"trials (ratio {p['trials_ratio']}; {p['examples_per_trial_on']} vs {p['examples_per_trial_off']} "
+        f"examples/trial); best search {p['on']['best_search']} vs {p['off']['best_search']}, "
+        f"held-out {p['on']['best_heldout']} vs {p['off']['best_heldout']} (target {p['on']['target_search']:.2f} / "
+        f"{p['on']['target_heldout']})"
+    )
+    s = figures["samplers"]
+    print(
+        f"TPE vs random, {s['trials']} trials, seeds {s['seeds']}: best search {s['tpe_best_search_mean']} vs "
+        f"{s['random_best_search_mean']}, held-out {s['tpe_best_heldout_mean']} vs {s['random_best_heldout_mean']}"
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
