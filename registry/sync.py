@@ -181,7 +181,9 @@ def sync(
     profile = profile_base(base_source, base_info)
     base_id = _upsert_base(profile, db_url=db_url)
 
-    listed = (r for r in src.list_repos(search=search, filters=filters) if r != base_info.repo_id)
+    # One more than `limit` from the listing, in case the base itself is among them.
+    listing = src.list_repos(search=search, filters=filters, limit=limit + 1 if limit is not None else None)
+    listed = (r for r in listing if r != base_info.repo_id)
     repo_ids = list(itertools.islice(listed, limit))
     by_status: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()

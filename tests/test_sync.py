@@ -253,3 +253,11 @@ def test_cli_bad_base_and_source_are_one_line_errors(world, tmp_path):
 def test_show_unknown_repo_raises(tmp_path):
     with pytest.raises(RegistryError, match="not in the registry"):
         show_checkpoint("o/none", db_url=f"sqlite:///{tmp_path / 'x.db'}")
+
+
+def test_limit_and_search_narrow_the_sync(world, tmp_path):
+    root, _ = world
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    assert sync(base="t/base", source=str(root), db_url=db, limit=3, progress=False).checked == 3
+    narrowed = sync(base="t/base", source=str(root), db_url=db, search="ft-", progress=False)
+    assert narrowed.by_status == {"compatible": 2}
