@@ -50,7 +50,7 @@ def test_hub_sync_gives_the_same_verdicts_and_revisions_as_the_local_folder(worl
         assert (row["status"] == "compatible") if want == "compatible" else (row["reason_code"] == want), row
         assert row["revision"] == local_rows[repo_id]["revision"]
         assert row["reason"] == local_rows[repo_id]["reason"]
-        assert row["source"] == "hub"
+        assert row["source"] == source.endpoint  # a non-default endpoint is recorded, so rows reopen it
 
 
 def test_no_weight_bytes_for_repos_rejected_before_lineage(world, hub, source, tmp_path):
@@ -160,6 +160,9 @@ def test_model_dir_is_a_pinned_snapshot_without_pickles(world, source):
 
 def test_open_source_names(world, hub, tmp_path):
     assert isinstance(open_source("hub", endpoint=hub.endpoint), HubSource)
+    reopened = open_source(hub.endpoint)
+    assert isinstance(reopened, HubSource) and reopened.name == hub.endpoint
+    assert HubSource().name == "hub"
     assert isinstance(open_source(world[0]), LocalSource)
     with pytest.raises(RegistryError, match="no such source folder"):
         open_source(tmp_path / "missing")

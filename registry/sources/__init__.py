@@ -133,7 +133,8 @@ def open_source(source: str | Path, *, endpoint: str | None = None, cache_dir: P
     """The source named by `source`: `hub` (the Hugging Face Hub, or `endpoint`) or a folder like the Hub's.
 
     Args:
-        source: `hub`, or a folder holding `<org>/<name>/` repos (e.g. a zoo's `hub/`).
+        source: `hub`, a Hub endpoint URL (as rows from a mirror record it), or a folder holding
+            `<org>/<name>/` repos (e.g. a zoo's `hub/`).
         endpoint: Hub URL for `hub` (default: `HF_ENDPOINT` or huggingface.co).
         cache_dir: where Hub downloads go (default: the huggingface_hub cache).
 
@@ -143,10 +144,11 @@ def open_source(source: str | Path, *, endpoint: str | None = None, cache_dir: P
     Raises:
         RegistryError: if a folder source does not exist.
     """
-    if str(source) == "hub":
+    if str(source) == "hub" or str(source).startswith(("http://", "https://")):
         from registry.sources.hub import HubSource
 
-        return HubSource(endpoint=endpoint, cache_dir=cache_dir)
+        url = str(source) if str(source) != "hub" else endpoint
+        return HubSource(endpoint=url, cache_dir=cache_dir)
     from registry.sources.local import LocalSource
 
     return LocalSource(Path(source))

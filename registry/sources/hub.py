@@ -50,8 +50,6 @@ def _is_network_error(exc: BaseException) -> bool:
 class HubSource:
     """Checkpoints on the Hub (or a server speaking its API, e.g. the tests' loopback Hub)."""
 
-    name = "hub"
-
     def __init__(
         self,
         *,
@@ -70,10 +68,13 @@ class HubSource:
         backoff_s: first wait; doubles each retry, capped at `max_backoff_s` (a Retry-After header wins).
         max_backoff_s: longest wait between retries.
         """
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi, constants
 
         self.api = HfApi(endpoint=endpoint, token=token)
         self.endpoint = self.api.endpoint.rstrip("/")
+        # Rows record where a checkpoint came from: `hub` for huggingface.co, else the endpoint URL
+        # (a mirror, the tests' loopback Hub), which `open_source` reopens.
+        self.name = "hub" if self.endpoint == constants._HF_DEFAULT_ENDPOINT.rstrip("/") else self.endpoint
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
         self.max_retries = max_retries
         self.backoff_s = backoff_s
