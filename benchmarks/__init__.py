@@ -1,0 +1,1 @@
+"""Ratio benchmarks and the builder of the offline pico zoo (`benchmarks.zoo`)."""
