@@ -69,7 +69,6 @@ def _assert_matches_manifest(rows: list[dict], manifest: dict) -> None:
         assert row["reason"].startswith(f"{meta['reason']}: ")
 
 
-@pytest.mark.slow
 def test_zoo_sync_from_the_folder_matches_the_manifest(tiny_zoo, tmp_path):
     manifest = _manifest(tiny_zoo)
     db = f"sqlite:///{tmp_path / 'zoo.db'}"
@@ -80,7 +79,6 @@ def test_zoo_sync_from_the_folder_matches_the_manifest(tiny_zoo, tmp_path):
     assert again.checked == 0 and again.skipped == summary.checked and _count(db) == summary.checked
 
 
-@pytest.mark.slow
 def test_zoo_sync_through_the_loopback_hub_matches_the_manifest(tiny_zoo, tmp_path):
     manifest = _manifest(tiny_zoo)
     db = f"sqlite:///{tmp_path / 'zoo-hub.db'}"
