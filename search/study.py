@@ -32,11 +32,12 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -84,8 +85,9 @@ class SearchConfig:
         split_seed: seed of the stratified search split.
         lambda_max: upper bound of every coefficient.
         mode: scoring mode (`rank` or `generate`).
-        prefix_fractions: nested prefixes of the search split reported to the pruner (last must be 1).
-        reduction_factor: the pruner's reduction factor (matches the ratio of consecutive prefixes).
+        prefix_rungs: number of nested prefixes of the search split reported to the pruner; prefix k
+            holds `ceil(n / rf**(rungs-1)) * rf**k` examples (the pruner's rungs), the last the whole split.
+        reduction_factor: the pruner's reduction factor `rf` (also the ratio of consecutive prefixes).
         heartbeat_interval: seconds between a running trial's heartbeats.
         grace_period: seconds without heartbeat after which a running trial counts as dead.
         max_retry: how many times a dead worker's trial is retried.
@@ -112,7 +114,7 @@ class SearchConfig:
     split_seed: int = 0
     lambda_max: float = 1.5
     mode: str = "rank"
-    prefix_fractions: tuple[float, ...] = (1 / 9, 1 / 3, 1.0)
+    prefix_rungs: int = 3
     reduction_factor: int = 3
     heartbeat_interval: int = 10
     grace_period: int = 30
@@ -141,9 +143,8 @@ class SearchConfig:
             raise SearchError(f"--trials must be at least 1, got {self.n_trials}")
         if not self.lambda_max > 0:
             raise SearchError(f"lambda_max must be positive, got {self.lambda_max}")
-        fr = self.prefix_fractions
-        if not fr or fr[-1] != 1.0 or any(not 0 < a < b for a, b in zip(fr, fr[1:], strict=False)):
-            raise SearchError(f"prefix fractions must increase to 1.0, got {fr}")
+        if self.prefix_rungs < 1 or self.reduction_factor < 2:
+            raise SearchError("pruning needs at least 1 rung and a reduction factor of at least 2")
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ def _settings_digest(config: SearchConfig) -> str:
         "pruning": config.pruning,
         "pruner": config.pruner,
         "rf": config.reduction_factor,
-        "prefixes": [round(f, 6) for f in config.prefix_fractions],
+        "rungs": config.prefix_rungs,
         "lambda_max": config.lambda_max,
         "search_size": config.search_size,
         "split_seed": config.split_seed,
@@ -276,27 +277,88 @@ def default_study_name(config: SearchConfig, *, target_revision: str | None = No
     )
 
 
-def prefix_sizes(n_examples: int, fractions: Sequence[float], *, pruning: bool) -> list[int]:
+def prefix_sizes(n_examples: int, *, rungs: int, reduction_factor: int, pruning: bool) -> list[int]:
     """Nested prefix lengths reported to the pruner (just the whole split without pruning).
+
+    The sizes are the successive-halving rungs `s0 * rf**k` (s0 = ceil(n / rf**(rungs-1))), so every
+    intermediate report lands exactly on a rung; the last prefix is the whole split.
 
     Args:
         n_examples: search split size.
-        fractions: increasing fractions ending in 1.
+        rungs: number of prefixes.
+        reduction_factor: ratio between consecutive prefixes.
         pruning: whether intermediate prefixes are scored at all.
 
     Returns:
         Strictly increasing sizes ending with `n_examples`.
     """
-    if not pruning:
+    if not pruning or rungs <= 1:
         return [n_examples]
+    s0 = max(1, math.ceil(n_examples / reduction_factor ** (rungs - 1)))
     sizes: list[int] = []
-    for f in fractions:
-        n = max(1, min(n_examples, math.ceil(f * n_examples)))
+    for k in range(rungs):
+        n = min(n_examples, s0 * reduction_factor**k)
         if not sizes or n > sizes[-1]:
             sizes.append(n)
     if sizes[-1] != n_examples:
         sizes.append(n_examples)
     return sizes
+
+
+class NestedPrefixScorer:
+    """Scores nested prefixes of a split's fixed order, each example once per pass.
+
+    Prefix k's score is computed from the predictions of chunks 0..k (the examples of prefix k-1 are not
+    scored again), so a trial that runs to the end costs one pass over the split whatever the number of
+    rungs, and a pruned trial costs only the prefix it reached. The prefixes are those of
+    `Scorer(...).score(prefix=n)` (same seeded order), so the scores are identical.
+
+    Args:
+        model: the live model.
+        tokenizer: its tokenizer.
+        split: the search split.
+        sizes: increasing prefix lengths (last = len(split)).
+        mode: scoring mode.
+        order_seed: seed of the fixed order.
+    """
+
+    def __init__(
+        self, model, tokenizer, split, *, sizes: Sequence[int], mode: str = "rank", order_seed: int = 0
+    ) -> None:
+        from search.data import Split
+        from search.glue import get_task
+        from search.scoring import Scorer
+
+        self.full = Scorer(model, tokenizer, split, mode=mode, order_seed=order_seed)
+        self.spec = get_task(split.task)
+        self.sizes = [int(n) for n in sizes]
+        self.chunks = []
+        prev = 0
+        for n in self.sizes:
+            rows = self.full.order[prev:n]
+            digest = hashlib.sha256(f"{split.fingerprint}:{order_seed}:{prev}:{n}".encode()).hexdigest()
+            chunk = Split(
+                task=split.task,
+                name=split.name,
+                examples=split.examples.iloc[rows].reset_index(drop=True),
+                fingerprint=digest,
+            )
+            self.chunks.append(Scorer(model, tokenizer, chunk, mode=mode, order_seed=order_seed))
+            prev = n
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.full.settings
+
+    def iter_scores(self) -> Iterator[tuple[int, dict[str, float]]]:
+        """Yield `(n, metrics)` for each prefix, scoring only the examples new to it."""
+        preds: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for n, chunk in zip(self.sizes, self.chunks, strict=True):
+            result = chunk.score()
+            preds.append(result.predictions)
+            labels.append(result.labels)
+            yield n, self.spec.compute_metrics(np.concatenate(labels), np.concatenate(preds))
 
 
 def make_sampler(name: str, *, seed: int, n_params: int) -> optuna.samplers.BaseSampler:
@@ -357,15 +419,18 @@ def open_storage(config: SearchConfig) -> optuna.storages.RDBStorage:
         if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=config.heartbeat_interval,
-            grace_period=config.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(
-                max_retry=config.max_retry
-            ),
-        )
+        with warnings.catch_warnings():
+            # Heartbeats and their retry callback are marked experimental; they are what we rely on.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=config.heartbeat_interval,
+                grace_period=config.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=config.max_retry
+                ),
+            )
     except Exception as exc:  # sqlalchemy/driver errors differ by backend; all mean "cannot open"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SearchError(f"{redact_url(url)}: cannot open the Optuna storage ({first})") from exc
@@ -396,9 +461,8 @@ class Objective:
 
     Args:
         composer: holds the target weights and candidate vectors; `apply(coefs)` rewrites the live model.
-        scorer: bound to the live model and the search split.
+        scorer: nested-prefix scorer bound to the live model and the search split.
         repos: candidate repo ids, in the composer's vector order.
-        sizes: nested prefix sizes (last = whole split).
         lambda_max: bound of every coefficient.
         n_trials: the study's quota of finished trials.
         pruning: whether to report intermediate prefixes.
@@ -408,9 +472,8 @@ class Objective:
         self,
         *,
         composer,
-        scorer,
+        scorer: NestedPrefixScorer,
         repos: Sequence[str],
-        sizes: Sequence[int],
         lambda_max: float,
         n_trials: int,
         pruning: bool,
@@ -418,7 +481,6 @@ class Objective:
         self.composer = composer
         self.scorer = scorer
         self.repos = list(repos)
-        self.sizes = list(sizes)
         self.lambda_max = lambda_max
         self.n_trials = n_trials
         self.pruning = pruning
@@ -439,19 +501,16 @@ class Objective:
             raise _QuotaReached(f"trial {trial.number}: the study already has {self.n_trials} trials")
         trial.set_user_attr("worker", self.worker)
         self.composer.apply(self.suggest(trial))
-        scored = 0
-        result = None
-        for step, n in enumerate(self.sizes):
-            result = self.scorer.score(prefix=n)
-            scored += n
-            trial.report(result.score, n)
-            if self.pruning and step < len(self.sizes) - 1 and trial.should_prune():
-                trial.set_user_attr("examples_scored", scored)
-                raise optuna.TrialPruned(f"score {result.score:.2f} on {n} examples")
-        assert result is not None
-        trial.set_user_attr("examples_scored", scored)
-        trial.set_user_attr("metrics", {k: float(v) for k, v in result.metrics.items()})
-        return float(result.score)
+        metrics: dict[str, float] = {}
+        last = self.scorer.sizes[-1]
+        for n, metrics in self.scorer.iter_scores():
+            # Each prefix adds only its new examples: a trial stopped at prefix n scored n examples.
+            trial.set_user_attr("examples_scored", n)
+            trial.report(metrics["score"], n)
+            if self.pruning and n < last and trial.should_prune():
+                raise optuna.TrialPruned(f"score {metrics['score']:.2f} on {n} examples")
+        trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
+        return float(metrics["score"])
 
 
 # --- study creation, warm start, leaderboard sync ----------------------------------------------------
@@ -651,7 +710,13 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     )
     heldout_split = load_split(config.task, split="heldout", data_dir=config.data_dir)
     model, tokenizer = load_seq2seq(resolved.target.path)
-    scorer = Scorer(model, tokenizer, search_split, mode=config.mode)
+    sizes = prefix_sizes(
+        len(search_split),
+        rungs=config.prefix_rungs,
+        reduction_factor=config.reduction_factor,
+        pruning=config.pruning,
+    )
+    scorer = NestedPrefixScorer(model, tokenizer, search_split, sizes=sizes, mode=config.mode)
 
     def build_meta() -> dict[str, Any]:
         screened = screened_candidates(
@@ -724,17 +789,15 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     )
     # The target's own scores, computed once per worker (deterministic) and stored with every row.
     composer.apply([0.0] * len(repos))
-    meta["target_score_search"] = float(scorer.score().score)
+    meta["target_score_search"] = float(scorer.full.score().score)
     heldout_scorer = Scorer(model, tokenizer, heldout_split, mode=config.mode)
     meta["target_score_heldout"] = float(heldout_scorer.score().score)
 
-    sizes = prefix_sizes(len(search_split), config.prefix_fractions, pruning=config.pruning)
     study.pruner = make_pruner(config, sizes)
     objective = Objective(
         composer=composer,
         scorer=scorer,
         repos=repos,
-        sizes=sizes,
         lambda_max=meta["lambda_max"],
         n_trials=config.n_trials,
         pruning=config.pruning,
@@ -757,9 +820,17 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
         TimeElapsedColumn(),
         TextColumn("{task.fields[best]}"),
     )
+    if progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"study [bold]{name}[/] ({redact_url(config.storage or default_storage())}): "
+            f"{len(repos)} candidates, prefixes {sizes}",
+            highlight=False,
+        )
     try:
         with Progress(*columns, disable=not progress, transient=False) as bar:
-            job = bar.add_task(f"search {name}", total=config.n_trials, best="")
+            job = bar.add_task(f"search {config.task}", total=config.n_trials, best="")
             while True:
                 complete, pruned, running, waiting = _finished_counts(study)
                 best = _best_text(study, meta)
