@@ -50,9 +50,11 @@ def vector_cache_dir() -> Path:
 
 # Lineage check (registry/compat.py): relative distance ||theta - theta_base|| / ||theta_base|| over a few
 # probe tensors. Independent initialisations sit near sqrt(2) ~ 1.41 (two unrelated matrices of similar
-# norm); fine-tunes sit far below. Calibrated on the tiny pico zoo (seed 0): targets and candidates measured
-# 0.028-0.064, the independently pretrained decoys (t5-pico-seed1 and the false-card fine-tune of it) 1.415.
-# 0.5 leaves ~8x margin above the furthest fine-tune and ~2.8x below the nearest stranger.
+# norm); fine-tunes sit far below. Calibrated on the tiny pico zoo (seed 0) with 16 KB windows: targets and
+# candidates measured 0.026-0.066, the independently pretrained decoys (t5-pico-seed1 and the false-card
+# fine-tune of it) 1.385. 0.5 leaves ~7.5x margin above the furthest fine-tune and ~2.8x below the
+# nearest stranger.
 LINEAGE_MAX_DISTANCE = 0.5
-# At most this many bytes per probe tensor (a middle window), so the check stays cheap on big checkpoints.
-LINEAGE_PROBE_MAX_BYTES = 256 * 1024
+# Bytes read per probe tensor (a middle window of 4096 fp32 elements): five probes cost at most 80 KB per
+# repo whatever the checkpoint's size, and 4096 elements already separate the two groups above.
+LINEAGE_PROBE_MAX_BYTES = 16 * 1024
