@@ -1,0 +1,13 @@
+"""Task arithmetic (Ilharco et al.): combine = sum_i lambda_i tau_i, a plain weighted sum."""
+
+from __future__ import annotations
+
+from search.merge import MergeMethod
+
+
+class TaskArithmetic(MergeMethod):
+    """theta = theta_T + sum_i lambda_i tau_i. No options."""
+
+    name = "task_arithmetic"
+    linear = True
+    defaults = {}
