@@ -40,6 +40,7 @@ def sync_cmd(
     db: str | None = DB_OPTION,
 ) -> None:
     """Check every repo of a source against a base; rerun to resume or to pick up new revisions."""
+    from registry.compat import STATUS_BY_CODE
     from registry.errors import RegistryError
     from registry.sync import sync
 
@@ -63,8 +64,10 @@ def sync_cmd(
     table.add_column("verdict")
     table.add_column("repos", justify="right")
     table.add_row("[green]compatible[/]", str(summary.by_status.get("compatible", 0)))
-    for code, count in sorted(summary.by_reason.items()):
-        table.add_row(f"rejected: {code}", str(count))
+    for code, count in sorted(
+        summary.by_reason.items(), key=lambda item: (STATUS_BY_CODE.get(item[0], ""), item[0])
+    ):
+        table.add_row(f"{STATUS_BY_CODE.get(code, 'rejected')}: {code}", str(count))
     table.add_row("unreachable (retried next run)", str(len(summary.errors)))
     console.print(table)
     console.print(
@@ -97,13 +100,16 @@ def list_cmd(
             typer.echo()
         return
     table = Table()
-    for column in ("repo", "revision", "status", "reason", "distance"):
-        table.add_column(column)
+    table.add_column("repo", no_wrap=True)
+    table.add_column("revision", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("reason", ratio=1)
+    table.add_column("distance", justify="right", no_wrap=True)
     for row in rows:
         distance = row["lineage_distance"]
         table.add_row(
             row["repo_id"],
-            row["revision"][:12],
+            row["revision"][:8],
             row["status"],
             row["reason"] or "",
             f"{distance:.3f}" if distance is not None else "",

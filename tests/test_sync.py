@@ -204,7 +204,11 @@ def test_cli_sync_list_show(world, tmp_path):
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     result = _cli("registry", "sync", "--base", "t/base", "--source", str(root), "--db", db)
     assert result.returncode == 0, result.stderr
-    assert "compatible" in result.stdout and "rejected: lineage_mismatch" in result.stdout
+    assert (
+        "compatible" in result.stdout
+        and "incompatible: lineage_mismatch" in result.stdout
+        and "unverified: pickle_only" in result.stdout
+    )
     n_compatible = sum(1 for v in expected.values() if v == "compatible")
     assert any(
         line.split("│")[-2].strip() == str(n_compatible)
