@@ -88,11 +88,22 @@ def list_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+    helpful_for: str | None = typer.Option(
+        None, "--helpful-for", help="Rank screened candidates by their gain on this task (taskvec screen)."
+    ),
     db: str | None = DB_OPTION,
 ) -> None:
     """List checked repos with their status and reason."""
     from registry.sync import format_rows, list_checkpoints
 
+    if helpful_for:
+        # The CLI is the composition layer: the ranking lives in search (which reads the registry).
+        from search import screen as screening
+
+        fmt = "json" if as_json else "csv" if as_csv else "table"
+        ranked = screening.helpful_for(helpful_for, db_url=db)
+        typer.echo(screening.format_helpful(ranked, fmt=fmt), nl=False)
+        return
     rows = list_checkpoints(db_url=db, status=status, base=base)
     if as_json or as_csv:
         typer.echo(format_rows(rows, fmt="json" if as_json else "csv"), nl=False)

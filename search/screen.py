@@ -228,16 +228,17 @@ def screen(
 
 
 def helpful_for(task: str, *, db_url: str | None = None) -> list[dict[str, Any]]:
-    """Candidates ranked by their best screening gain on `task` (any target, any split), best first.
+    """Screened candidates ranked by their best gain on `task` (over targets and splits), best first.
 
     Returns:
-        One dict per (candidate repo, revision): `repo_id`, `revision`, `gain`, `best_lambda`, `best_score`,
-        `target_score`, `target_repo`, `n_screenings`.
+        One dict per (candidate repo, revision): `repo_id`, `revision`, `status`, `reason` (from the
+        registry), `gain`, `best_lambda`, `best_score`, `target_score`, `target_repo`, `n_screenings`.
 
     Raises:
-        SearchError: for an unknown task.
+        DataError: for an unknown task.
     """
     from registry.db import session_scope
+    from registry.models import Checkpoint
     from search.glue import get_task
     from search.tables import Screening
 
@@ -258,5 +259,65 @@ def helpful_for(task: str, *, db_url: str | None = None) -> list[dict[str, Any]]
                     "target_score": s.target_score,
                     "target_repo": s.target_repo,
                 }
-    rows = [{**row, "n_screenings": counts[key]} for key, row in best.items()]
+        verdicts = {
+            (repo, rev): (status, reason)
+            for repo, rev, status, reason in session.execute(
+                select(Checkpoint.repo_id, Checkpoint.revision, Checkpoint.status, Checkpoint.reason)
+            )
+        }
+    rows = []
+    for key, row in best.items():
+        status, reason = verdicts.get(key, ("unknown", "no longer in the registry at this revision"))
+        rows.append({**row, "status": status, "reason": reason, "n_screenings": counts[key]})
     return sorted(rows, key=lambda r: (-r["gain"], r["repo_id"]))
+
+
+HELPFUL_COLUMNS = (
+    "repo_id",
+    "revision",
+    "status",
+    "gain",
+    "best_lambda",
+    "best_score",
+    "target_score",
+    "target_repo",
+)
+
+
+def format_helpful(rows: Sequence[dict[str, Any]], *, fmt: str) -> str:
+    """`helpful_for` rows as `json`, `csv` or a rich `table` (text, newline-terminated)."""
+    import csv
+    import io
+    import json
+
+    if fmt == "json":
+        return json.dumps(list(rows)) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(
+            buf, fieldnames=list(HELPFUL_COLUMNS), extrasaction="ignore", lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="candidates ranked by screening gain")
+    for col in ("repo", "revision", "status", "gain", "best lambda", "score", "target"):
+        table.add_column(col, justify="left" if col in ("repo", "revision", "status") else "right")
+    for r in rows:
+        colour = "green" if r["gain"] > 0 else "red"
+        table.add_row(
+            r["repo_id"],
+            r["revision"][:8],
+            r["status"],
+            f"[{colour}]{r['gain']:+.2f}[/]",
+            f"{r['best_lambda']:.2f}",
+            f"{r['best_score']:.2f}",
+            f"{r['target_score']:.2f}",
+        )
+    console = Console(record=True, width=120)
+    with console.capture() as capture:
+        console.print(table)
+    return capture.get()

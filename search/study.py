@@ -24,6 +24,7 @@ scored), so the study never finishes more than `n_trials`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.pool import NullPool
 
 from registry.constants import home
 from registry.errors import SearchError
@@ -192,16 +194,19 @@ class SearchSummary:
 
 
 def _check_method(name: str) -> None:
-    try:
-        from search.merge import get_method
-    except ImportError:  # the merge package is optional only while it is being written
-        if name != "task_arithmetic":
-            raise SearchError(f"method {name!r} needs search.merge") from None
-        return
+    from search.merge import get_method
+
     try:
         get_method(name)
-    except (KeyError, ValueError) as exc:
-        raise SearchError(f"unknown merge method {name!r}") from exc
+    except ValueError as exc:
+        raise SearchError(str(exc)) from exc
+
+
+def _method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The method's options with defaults filled in (stored with rows: DARE's seed, TIES' density)."""
+    from search.merge import get_method
+
+    return dict(get_method(name).validate(dict(options) or None))
 
 
 def parse_duration(text: str) -> float:
@@ -404,6 +409,49 @@ def make_pruner(config: SearchConfig, sizes: Sequence[int]) -> optuna.pruners.Ba
     )
 
 
+# Any fixed 64-bit key, distinct from registry.db's migration lock.
+_PG_OPTUNA_INIT_LOCK = 0x7461736B4F505455
+
+
+@contextlib.contextmanager
+def _storage_init_lock(url: str) -> Iterator[None]:
+    """Serialise Optuna's schema creation across processes (PostgreSQL advisory lock; file lock for SQLite).
+
+    Optuna's RDBStorage creates its tables, version row and Alembic stamp without locking: two workers
+    opening a fresh PostgreSQL database at the same moment collide (duplicate key in `pg_type`).
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        import fcntl
+
+        lock_path = Path(parsed.database).expanduser().with_name(Path(parsed.database).name + ".init.lock")
+        with lock_path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    if parsed.get_backend_name() != "postgresql":
+        yield
+        return
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_OPTUNA_INIT_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_OPTUNA_INIT_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
 def open_storage(config: SearchConfig) -> optuna.storages.RDBStorage:
     """The study's RDB storage, with heartbeats and retry of dead workers' trials.
 
@@ -419,7 +467,7 @@ def open_storage(config: SearchConfig) -> optuna.storages.RDBStorage:
         if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _storage_init_lock(url):
             # Heartbeats and their retry callback are marked experimental; they are what we rely on.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
@@ -745,7 +793,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
                 for s in chosen
             ],
             "method": config.method,
-            "method_options": dict(config.method_options),
+            "method_options": _method_options(config.method, config.method_options),
             "lambda_max": config.lambda_max,
             "scorer": {
                 **scorer.settings,
@@ -784,8 +832,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
         model,
         target=resolved.target.path,
         vectors=vectors,
-        method=config.method,
-        method_options=dict(config.method_options) or None,
+        method=meta["method"],
+        method_options=meta["method_options"],
     )
     # The target's own scores, computed once per worker (deterministic) and stored with every row.
     composer.apply([0.0] * len(repos))
