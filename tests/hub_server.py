@@ -190,6 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self, status: int, body: bytes = b"", headers: dict | None = None, *, head: bool = False
     ) -> None:
+        with self.state.lock:  # before replying, so a client that got its answer sees it counted
+            self.state.requests.append((self.command, self.path, status))
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, str(value))
@@ -198,8 +200,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head and body:
             self.wfile.write(body)
-        with self.state.lock:
-            self.state.requests.append((self.command, self.path, status))
 
     def _json(self, obj, headers: dict | None = None) -> None:
         body = json.dumps(obj).encode()
