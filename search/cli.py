@@ -94,6 +94,48 @@ def eval_command(
     Console().print(table)
 
 
+@app.command("merge")
+def merge_command(
+    base: str | None = typer.Option(None, "--base", help="Pretrained base: folder or repo id."),
+    target: str | None = typer.Option(None, "--target", help="Fine-tuned target: folder or repo id."),
+    add: list[str] = typer.Option(
+        [], "--add", help="REPO_OR_PATH=COEF, repeatable; negative COEF subtracts (forgetting, analogies)."
+    ),
+    method: str = typer.Option("task_arithmetic", "--method", help="task_arithmetic, ties or dare."),
+    option: list[str] = typer.Option(
+        [], "--option", help="Method option KEY=VALUE, repeatable (ties: density; dare: p, seed)."
+    ),
+    recipe: Path | None = typer.Option(
+        None, "--recipe", help="Rebuild exactly from a recipe.yaml (instead of --base/--target/--add)."
+    ),
+    out: Path = typer.Option(Path("merged"), "--out", help="Output folder (default: ./merged)."),
+    db: str | None = typer.Option(None, "--db", help="taskvec database URL, for registry repo ids."),
+) -> None:
+    """Merge task vectors into a target: theta_T + sum lambda_i tau_i (or TIES/DARE), with its recipe."""
+    from registry.errors import ModelError
+    from search.export import merge, parse_addition, parse_options, reproduce
+
+    if recipe is not None:
+        if base or target or add or option:
+            raise ModelError(
+                "--recipe fixes everything: do not combine it with --base/--target/--add/--option"
+            )
+        folder = reproduce(recipe_path=recipe, out=out, db_url=db)
+    else:
+        if not base or not target:
+            raise ModelError("give --base and --target (or --recipe)")
+        folder, _ = merge(
+            base=base,
+            target=target,
+            additions=[parse_addition(a) for a in add],
+            out=out,
+            method=method,
+            method_options=parse_options(option),
+            db_url=db,
+        )
+    typer.echo(f"merged model written: {folder}")
+
+
 @app.command("report")
 def report_command(
     study: str = typer.Option(..., "--study", help="Study name (as `taskvec search` printed it)."),
