@@ -36,6 +36,11 @@ def sync_cmd(
         "--verify-weights/--metadata-only",
         help="Fetch and scan the weights of repos passing the metadata checks.",
     ),
+    verify_pickles: bool = typer.Option(
+        False,
+        "--verify-pickles",
+        help="Download pickle-only repos and check them (weights_only=True loading).",
+    ),
     recheck: bool = typer.Option(False, "--recheck", help="Check again repos whose revision did not change."),
     db: str | None = DB_OPTION,
 ) -> None:
@@ -56,6 +61,7 @@ def sync_cmd(
         limit=limit,
         db_url=db,
         verify_weights=verify_weights,
+        verify_pickles=verify_pickles,
         recheck=recheck,
     )
     table = Table(

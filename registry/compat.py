@@ -454,9 +454,14 @@ def read_layout(source: Source, info: RepoInfo) -> SafetensorsLayout | None:
     return SafetensorsLayout(tensors=tensors, header_bytes=header_bytes, weight_bytes=weight_bytes)
 
 
-def normalized_shapes(layout: SafetensorsLayout, *, tied: bool) -> dict[str, tuple[int, ...]]:
+def normalized_shapes(
+    layout: SafetensorsLayout | Mapping[str, tuple[int, ...]], *, tied: bool
+) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape, with tied aliases of `shared.weight` dropped (savers differ in which they keep)."""
-    shapes = {name: entry.shape for name, entry in layout.tensors.items()}
+    if isinstance(layout, SafetensorsLayout):
+        shapes = {name: entry.shape for name, entry in layout.tensors.items()}
+    else:
+        shapes = dict(layout)
     aliases = T5_TIED_ALIASES if tied else T5_TIED_ALIASES[:2]  # untied lm_head is a real tensor
     present = [a for a in aliases if a in shapes]
     if T5_SHARED not in shapes and present:
@@ -585,6 +590,85 @@ def scan_weights(source: Source, info: RepoInfo, layout: SafetensorsLayout) -> N
                     raise Reject(REASON_INTEGRITY, f"{name} holds NaN or inf values")
 
 
+# --- pickled weights (only on request, and only through torch's weights_only loader) ----------------------
+
+
+def load_pickled_state(source: Source, info: RepoInfo) -> dict:
+    """The state dict of a pickle-only repo, loaded with `torch.load(weights_only=True)` (no code runs).
+
+    Raises:
+        Reject: `integrity` if a file is refused by the safe loader or unreadable; `malformed` for a bad index.
+    """
+    import pickle
+
+    import torch
+
+    if PYTORCH_SINGLE in info.files:
+        files = [PYTORCH_SINGLE]
+    else:
+        try:
+            index = json.loads(source.read_file(info.repo_id, info.revision, PYTORCH_INDEX))
+            files = sorted(set(index["weight_map"].values()))
+            for name in files:
+                validate_filename(info.repo_id, name)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise Reject(REASON_MALFORMED, f"{PYTORCH_INDEX} is not a valid index") from exc
+        except RegistryError as exc:
+            raise Reject(REASON_MALFORMED, str(exc)) from exc
+    state: dict = {}
+    for name in files:
+        path = source.file_path(info.repo_id, info.revision, name)
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise Reject(REASON_INTEGRITY, f"{name}: not loadable with weights_only=True ({first})") from exc
+        if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+            raise Reject(REASON_INTEGRITY, f"{name}: not a state dict of tensors")
+        state.update(loaded)
+    return state
+
+
+def probes_from_state(state: Mapping) -> dict[str, np.ndarray]:
+    """The same probe windows as `read_probes`, from tensors in memory.
+
+    Raises:
+        Reject: `integrity` if a probe holds NaN/inf.
+    """
+    probes: dict[str, np.ndarray] = {}
+    for name in LINEAGE_PROBES:
+        tensor = state.get(name)
+        if tensor is None and name == T5_SHARED:
+            tensor = next((state[a] for a in T5_TIED_ALIASES if a in state), None)
+        if tensor is None:
+            continue
+        flat = tensor.detach().reshape(-1)
+        take = min(flat.numel(), LINEAGE_PROBE_MAX_BYTES // 4)
+        first = (flat.numel() - take) // 2
+        values = flat[first : first + take].double().numpy()
+        if not np.isfinite(values).all():
+            raise Reject(REASON_INTEGRITY, f"{name} holds NaN or inf values")
+        probes[name] = values
+    return probes
+
+
+def _check_lineage(distance: float, info: RepoInfo, base: BaseProfile) -> None:
+    if not distance <= LINEAGE_MAX_DISTANCE:
+        claim = f"; card claims base_model={list(info.card.base_model)}" if info.card.base_model else ""
+        raise Reject(
+            REASON_LINEAGE,
+            f"relative distance {distance:.3f} to {base.repo_id} > {LINEAGE_MAX_DISTANCE} "
+            f"(not a descendant){claim}",
+        )
+
+
+def torch_isfinite_all(tensor) -> bool:
+    """Whether every element of a tensor is finite."""
+    import torch
+
+    return bool(torch.isfinite(tensor).all())
+
+
 # --- the pipeline ----------------------------------------------------------------------------------------
 
 
@@ -633,7 +717,12 @@ def profile_base(source: Source, info: RepoInfo) -> BaseProfile:
 
 
 def check_repo(
-    source: Source, info: RepoInfo, base: BaseProfile, *, verify_weights: bool = True
+    source: Source,
+    info: RepoInfo,
+    base: BaseProfile,
+    *,
+    verify_weights: bool = True,
+    verify_pickles: bool = False,
 ) -> CheckReport:
     """Run the checks on one repo, cheapest first, stopping at the first failure.
 
@@ -643,6 +732,8 @@ def check_repo(
         base: the base's profile.
         verify_weights: fetch the weights of repos that pass checks 1-4 and scan them (check 5); the
             download is what screening needs anyway (cached by the source).
+        verify_pickles: download pickle-only weights and check them (loaded with weights_only=True);
+            otherwise such repos stay `unverified`.
 
     Returns:
         The report; `status` is `compatible` only if every check passed.
@@ -671,27 +762,34 @@ def check_repo(
         )
 
         layout = read_layout(source, info)
+        tied = bool(shapes_cfg["tie_word_embeddings"])
         if layout is None:
-            if PYTORCH_SINGLE in info.files or PYTORCH_INDEX in info.files:
+            if PYTORCH_SINGLE not in info.files and PYTORCH_INDEX not in info.files:
+                raise Reject(REASON_MALFORMED, "no weights (neither safetensors nor pytorch_model.bin)")
+            if not verify_pickles:
                 raise Reject(
                     REASON_PICKLE,
                     f"only {PYTORCH_SINGLE} (pickle): shapes and lineage unchecked until downloaded "
                     "and read with weights_only=True",
                 )
-            raise Reject(REASON_MALFORMED, "no weights (neither safetensors nor pytorch_model.bin)")
-        shapes = normalized_shapes(layout, tied=bool(shapes_cfg["tie_word_embeddings"]))
+            state = load_pickled_state(source, info)
+            shapes = normalized_shapes({k: tuple(v.shape) for k, v in state.items()}, tied=tied)
+            found["tensor_fingerprint"] = tensor_fingerprint(shapes)
+            check_tensors(shapes, base.tensor_shapes)
+            found["lineage_distance"] = distance = lineage_distance(probes_from_state(state), base.probes)
+            _check_lineage(distance, info, base)
+            for name, tensor in state.items():
+                if tensor.is_floating_point() and not bool(torch_isfinite_all(tensor)):
+                    raise Reject(REASON_INTEGRITY, f"{name} holds NaN or inf values")
+            found["weights_verified"] = True
+            return report(STATUS_COMPATIBLE, None)
+        shapes = normalized_shapes(layout, tied=tied)
         found["tensor_fingerprint"] = tensor_fingerprint(shapes)
         check_tensors(shapes, base.tensor_shapes)
 
         distance = lineage_distance(read_probes(source, info, layout), base.probes)
         found["lineage_distance"] = distance
-        if not distance <= LINEAGE_MAX_DISTANCE:
-            claim = f"; card claims base_model={list(info.card.base_model)}" if info.card.base_model else ""
-            raise Reject(
-                REASON_LINEAGE,
-                f"relative distance {distance:.3f} to {base.repo_id} > {LINEAGE_MAX_DISTANCE} "
-                f"(not a descendant){claim}",
-            )
+        _check_lineage(distance, info, base)
 
         if verify_weights:
             scan_weights(source, info, layout)

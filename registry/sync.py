@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from registry.compat import STATUSES, BaseProfile, CheckReport, check_repo, profile_base
+from registry.compat import STATUS_UNVERIFIED, STATUSES, BaseProfile, CheckReport, check_repo, profile_base
 from registry.db import session_scope
 from registry.errors import RegistryError
 from registry.models import BaseModel, Checkpoint, utcnow
@@ -108,11 +108,15 @@ def _apply(row: Checkpoint, info: RepoInfo, report: CheckReport | None) -> None:
     row.checked_at = utcnow()
 
 
-def _checked_revision(base_id: int, source_name: str, repo_id: str, *, db_url: str | None) -> str | None:
+def _checked(base_id: int, source_name: str, repo_id: str, *, db_url: str | None) -> tuple[str, str] | None:
+    """(revision, status) of the repo's row, if it was checked before."""
     with session_scope(db_url) as session:
-        return session.scalars(
-            select(Checkpoint.revision).filter_by(base_id=base_id, source=source_name, repo_id=repo_id)
+        row = session.execute(
+            select(Checkpoint.revision, Checkpoint.status).filter_by(
+                base_id=base_id, source=source_name, repo_id=repo_id
+            )
         ).one_or_none()
+        return (row[0], row[1]) if row else None
 
 
 def _save(
@@ -150,6 +154,7 @@ def sync(
     limit: int | None = None,
     db_url: str | None = None,
     verify_weights: bool = True,
+    verify_pickles: bool = False,
     recheck: bool = False,
     progress: bool = True,
     on_checked: Callable[[CheckReport], None] | None = None,
@@ -164,6 +169,8 @@ def sync(
         limit: check at most this many repos.
         db_url: database URL (default `TASKVEC_DB` / SQLite under `TASKVEC_HOME`).
         verify_weights: fetch and scan the weights of repos that pass the metadata checks.
+        verify_pickles: download pickle-only repos and check them (torch.load with weights_only=True);
+            without it they stay `unverified`.
         recheck: check repos again even if their revision is unchanged.
         progress: show a progress bar.
         on_checked: called after each repo's row is committed.
@@ -203,14 +210,17 @@ def sync(
             try:
                 validate_repo_id(repo_id)
                 info = src.repo_info(repo_id)
-                if (
-                    not recheck
-                    and _checked_revision(base_id, src.name, repo_id, db_url=db_url) == info.revision
-                ):
+                before = _checked(base_id, src.name, repo_id, db_url=db_url)
+                unchanged = before is not None and before[0] == info.revision
+                if unchanged and verify_pickles and before[1] == STATUS_UNVERIFIED:
+                    unchanged = False  # asked to verify what an earlier run left unverified
+                if unchanged and not recheck:
                     _save(base_id, src.name, info, None, db_url=db_url)  # refresh last_seen and popularity
                     skipped += 1
                 else:
-                    report = check_repo(src, info, profile, verify_weights=verify_weights)
+                    report = check_repo(
+                        src, info, profile, verify_weights=verify_weights, verify_pickles=verify_pickles
+                    )
                     _save(base_id, src.name, info, report, db_url=db_url)
                     checked += 1
                     if on_checked is not None:

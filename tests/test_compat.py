@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 
 import pytest
@@ -154,3 +155,41 @@ def test_card_claims_are_parsed_and_bad_yaml_claims_nothing():
     assert card.base_model == ("org/base",) and card.datasets == ("d1", "d2") and card.tags == ("x",)
     assert parse_card("---\n: [unclosed\n---\n").base_model == ()
     assert parse_card("no front matter").license is None
+
+
+def test_pickles_are_verified_only_on_request_and_only_with_weights_only(world):
+    _, _, source, base = world
+    info = source.repo_info("t/pickle")
+    assert check_repo(source, info, base).reason_code == "pickle_only"
+    report = check_repo(source, info, base, verify_pickles=True)
+    assert report.status == "compatible", report.reason
+    assert report.weights_verified and report.lineage_distance < compat.LINEAGE_MAX_DISTANCE
+
+
+class _Payload:
+    """Unpickling this would create a folder: the safe loader must refuse it instead."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.makedirs, (self.marker,))
+
+
+def test_malicious_pickle_is_refused_and_never_executed(world, tmp_path):
+    root, _, _, _ = world
+    repo = tmp_path / "hub/t/evil"
+    shutil.copytree(root / "t/pickle", repo)
+    marker = tmp_path / "pwned"
+    state = torch.load(repo / "pytorch_model.bin", weights_only=True)
+    state["payload"] = _Payload(str(marker))
+    torch.save(state, repo / "pytorch_model.bin")
+    shutil.copytree(root / "t/base", tmp_path / "hub/t/base")
+    source = LocalSource(tmp_path / "hub")
+    profile = profile_base(source, source.repo_info("t/base"))
+    report = check_repo(source, source.repo_info("t/evil"), profile, verify_pickles=True)
+    assert report.status == "broken"
+    assert report.reason.startswith("integrity: pytorch_model.bin: not loadable with weights_only=True")
+    assert not marker.exists()

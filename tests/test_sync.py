@@ -263,3 +263,14 @@ def test_limit_and_search_narrow_the_sync(world, tmp_path):
     assert sync(base="t/base", source=str(root), db_url=db, limit=3, progress=False).checked == 3
     narrowed = sync(base="t/base", source=str(root), db_url=db, search="ft-", progress=False)
     assert narrowed.by_status == {"compatible": 2}
+
+
+def test_verify_pickles_rechecks_what_was_left_unverified(world, tmp_path):
+    root, expected = world
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    sync(base="t/base", source=str(root), db_url=db, progress=False)
+    assert show_checkpoint("t/pickle", db_url=db)[0]["status"] == "unverified"
+    again = sync(base="t/base", source=str(root), db_url=db, verify_pickles=True, progress=False)
+    assert again.checked == 1 and again.skipped == len(expected) - 1
+    row = show_checkpoint("t/pickle", db_url=db)[0]
+    assert row["status"] == "compatible" and row["weights_verified"]
