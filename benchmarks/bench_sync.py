@@ -30,6 +30,13 @@ from rich.table import Table
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _per_repo(hub) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (repo_id, _), count in hub.bytes_served.items():
+        out[repo_id] = out.get(repo_id, 0) + count
+    return out
+
+
 def _run_sync(zoo: Path, base: str, *, verify_weights: bool, work: Path) -> dict:
     from registry.sources.hub import HubSource
     from registry.sync import list_checkpoints, sync
@@ -47,6 +54,7 @@ def _run_sync(zoo: Path, base: str, *, verify_weights: bool, work: Path) -> dict
         )
         elapsed = time.perf_counter() - started
         served, weights = hub.total_bytes(), sum(hub.weight_bytes.values())
+        per_repo = _per_repo(hub)
     rows = list_checkpoints(db_url=f"sqlite:///{work / 'db.sqlite'}")
     return {
         "repos": summary.checked + 1,  # the base is read too
@@ -54,6 +62,7 @@ def _run_sync(zoo: Path, base: str, *, verify_weights: bool, work: Path) -> dict
         "bytes": served,
         "weight_bytes": weights,
         "verdicts": {r["repo_id"]: r["reason_code"] or r["status"] for r in rows},
+        "per_repo": per_repo,
     }
 
 
@@ -80,12 +89,14 @@ def _run_baseline(zoo: Path, base: str, *, work: Path) -> dict:
                 verdicts[repo_id] = report.reason_code or report.status
         elapsed = time.perf_counter() - started
         served, weights = hub.total_bytes(), sum(hub.weight_bytes.values())
+        per_repo = _per_repo(hub)
     return {
         "repos": len(repo_ids),
         "seconds": elapsed,
         "bytes": served,
         "weight_bytes": weights,
         "verdicts": verdicts,
+        "per_repo": per_repo,
     }
 
 
@@ -138,8 +149,15 @@ def main(argv: list[str] | None = None) -> dict:
             f"{m['repos'] / m['seconds']:.1f}",
         )
     Console().print(table)
+    rejected = [r for r, verdict in naive["verdicts"].items() if verdict != "compatible"]
+    rejected_ours = sum(ours["per_repo"].get(r, 0) for r in rejected)
+    rejected_naive = sum(naive["per_repo"].get(r, 0) for r in rejected)
     summary = {
         "zoo": str(zoo),
+        "rejected_repos": len(rejected),
+        "bytes_per_rejected_repo_metadata_first": rejected_ours / max(len(rejected), 1),
+        "bytes_per_rejected_repo_download_all": rejected_naive / max(len(rejected), 1),
+        "bytes_ratio_rejected_download_all_over_metadata_first": rejected_naive / max(rejected_ours, 1),
         "repos": ours["repos"],
         "bytes_per_repo_metadata_first": ours["bytes"] / ours["repos"],
         "bytes_per_repo_metadata_only": lean["bytes"] / lean["repos"],
