@@ -8,8 +8,9 @@ the real huggingface_hub client; bytes counted by the server):
 - ours, metadata only (`--metadata-only`): the same without the weight scan.
 - baseline: what a tool without range reads does: `snapshot_download` of every repo (all files, pickles
   included), then the same checks run on the local copies.
-Each mode gets a fresh database and download cache, after an untimed warm-up run of each. Figures: bytes served per checked repo, the ratio
-baseline / ours, and repos per second.
+Each mode gets a fresh database and download cache, after an untimed warm-up run of each. Figures: bytes
+served per checked repo (all repos, and the rejected ones alone), the ratios baseline / ours, and repos per
+second (loopback: no bandwidth limit, so this measures request and check overhead, not transfer time).
 
 Usage: python -m benchmarks.bench_sync [--zoo DIR] [--scale tiny|full]
 Last line of output: one JSON object with every figure.
