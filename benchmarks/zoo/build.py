@@ -42,8 +42,8 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale((2000, 600, 300), (3000, 300, 100), 20000, 1500, 120, 400, 60),
-    "tiny": Scale((600, 200, 50), (1200, 100, 20), 6000, 500, 80, 200, 20),
+    "full": Scale((2000, 600, 300), (3000, 300, 100), 20000, 1500, 300, 600, 60),
+    "tiny": Scale((800, 200, 50), (1500, 100, 20), 8000, 800, 200, 400, 20),
 }
 
 
@@ -161,13 +161,14 @@ class Job:
 
 def _jobs(scale: Scale, tiny: bool) -> list[Job]:
     t, c = scale.target_steps, scale.candidate_steps
+    lr_c = 2e-3  # related tasks need it to be learnt within the 5-minute budget
     jobs = [
-        Job("pico/t5-pico-sst2", "target", "glue", "sst2", 48, t, 5e-4, 11),
-        Job("pico/t5-pico-cola", "target", "glue", "cola", 64, t, 5e-4, 12),
-        Job("pico/t5-pico-mrpc", "target", "glue", "mrpc", 64, t, 5e-4, 13),
-        Job("pico/t5-pico-rte", "target", "glue", "rte", 64, t, 5e-4, 14),
-        Job("pico/t5-pico-food-sst2-a", "candidate", "food_reviews_a", "sst2", None, c, 5e-4, 21, ("sst2",)),
-        Job("pico/t5-pico-food-sst2-b", "candidate", "food_reviews_b", "sst2", None, c, 5e-4, 22, ("sst2",)),
+        Job("pico/t5-pico-sst2", "target", "glue", "sst2", 64, t, 1e-3, 11),
+        Job("pico/t5-pico-cola", "target", "glue", "cola", 160, t, 1e-3, 12),
+        Job("pico/t5-pico-mrpc", "target", "glue", "mrpc", 160, t, 1e-3, 13),
+        Job("pico/t5-pico-rte", "target", "glue", "rte", 160, t, 1e-3, 14),
+        Job("pico/t5-pico-food-sst2-a", "candidate", "food_reviews_a", "sst2", None, c, lr_c, 21, ("sst2",)),
+        Job("pico/t5-pico-food-sst2-b", "candidate", "food_reviews_b", "sst2", None, c, lr_c, 22, ("sst2",)),
         Job(
             "pico/t5-pico-grammar-agreement",
             "candidate",
@@ -175,11 +176,11 @@ def _jobs(scale: Scale, tiny: bool) -> list[Job]:
             "cola",
             None,
             c,
-            5e-4,
+            lr_c,
             31,
             ("cola",),
         ),
-        Job("pico/t5-pico-grammar-order", "candidate", "grammar_order", "cola", None, c, 5e-4, 32, ("cola",)),
+        Job("pico/t5-pico-grammar-order", "candidate", "grammar_order", "cola", None, c, lr_c, 32, ("cola",)),
         Job(
             "pico/t5-pico-paraphrase-synonym",
             "candidate",
@@ -187,7 +188,7 @@ def _jobs(scale: Scale, tiny: bool) -> list[Job]:
             "mrpc",
             None,
             c,
-            5e-4,
+            lr_c,
             41,
             ("mrpc",),
         ),
@@ -198,7 +199,7 @@ def _jobs(scale: Scale, tiny: bool) -> list[Job]:
             "mrpc",
             None,
             c,
-            5e-4,
+            lr_c,
             42,
             ("mrpc",),
         ),
@@ -209,19 +210,19 @@ def _jobs(scale: Scale, tiny: bool) -> list[Job]:
             "rte",
             None,
             c,
-            5e-4,
+            lr_c,
             51,
             ("rte",),
         ),
-        Job("pico/t5-pico-facts-new", "candidate", "facts_new", "rte", None, c, 5e-4, 52, ("rte",)),
-        Job("pico/t5-pico-topic", "candidate", "topic", "topic", None, c, 5e-4, 61, ()),
+        Job("pico/t5-pico-facts-new", "candidate", "facts_new", "rte", None, c, lr_c, 52, ("rte",)),
+        Job("pico/t5-pico-topic", "candidate", "topic", "topic", None, c, lr_c, 61, ()),
     ]
     if not tiny:
         jobs += [
             Job("pico/t5-pico-sst2-more", "candidate", "glue", "sst2", 160, c // 2, 3e-4, 23, ("sst2",)),
-            Job("pico/t5-pico-grammar-drop", "candidate", "grammar_drop", "cola", None, c, 5e-4, 33, ()),
-            Job("pico/t5-pico-qqp", "candidate", "question_pairs", "qqp", None, c, 5e-4, 43, ()),
-            Job("pico/t5-pico-nli", "candidate", "nli", "mnli", None, c, 5e-4, 53, ()),
+            Job("pico/t5-pico-grammar-drop", "candidate", "grammar_drop", "cola", None, c, lr_c, 33, ()),
+            Job("pico/t5-pico-qqp", "candidate", "question_pairs", "qqp", None, c, lr_c, 43, ()),
+            Job("pico/t5-pico-nli", "candidate", "nli", "mnli", None, c, lr_c, 53, ()),
             Job("pico/t5-pico-topic-fast", "candidate", "topic", "topic", 1000, c // 2, 1e-3, 62, ()),
         ]
     return jobs
@@ -249,7 +250,9 @@ def is_complete(out: Path, *, seed: int, scale: str) -> bool:
     return info == {"seed": seed, "scale": scale, "version": ZOO_VERSION}
 
 
-def build(*, out: Path, seed: int = 0, scale: str = "full", progress: bool = True) -> Path:
+def build(
+    *, out: Path, seed: int = 0, scale: str = "full", progress: bool = True, workers: int | None = None
+) -> Path:
     """Build the pico zoo into `out` (or return at once if a complete identical build is there).
 
     Args:
@@ -257,6 +260,8 @@ def build(*, out: Path, seed: int = 0, scale: str = "full", progress: bool = Tru
         seed: master seed; the same seed gives byte-identical parquet and safetensors files.
         scale: `full` (the demo's zoo) or `tiny` (tests: fewer rows and steps, fewer candidates).
         progress: show a progress bar.
+        workers: processes for the fine-tunes (default: 2, or 1 on a single core); each runs
+            single-threaded, so the files do not depend on it.
 
     Returns:
         `out`.
@@ -274,23 +279,25 @@ def build(*, out: Path, seed: int = 0, scale: str = "full", progress: bool = Tru
     if (out / STAMP).is_file():
         raise DataError(f"{out}: holds a complete zoo of another seed/scale/version; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # reproducible float sums
     try:
-        _build(out=out, seed=seed, scale_name=scale, progress=progress)
+        _build(out=out, seed=seed, scale_name=scale, progress=progress, workers=workers)
     finally:
         torch.set_num_threads(threads)
     return out
 
 
-def _build(*, out: Path, seed: int, scale_name: str, progress: bool) -> None:
+def _build(*, out: Path, seed: int, scale_name: str, progress: bool, workers: int) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     scale = SCALES[scale_name]
     tiny = scale_name == "tiny"
     world = _World(out=out, seed=seed, scale=scale)
     jobs = _jobs(scale, tiny)
-    steps = ["data", "tokenizer", "base", *[j.repo for j in jobs], "decoys", "manifest"]
+    steps = ["data", "tokenizer", "base", "fine-tunes", *[j.repo for j in jobs], "decoys", "manifest"]
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]zoo[/] {task.description}"),
@@ -310,11 +317,27 @@ def _build(*, out: Path, seed: int, scale_name: str, progress: bool) -> None:
         tokenizer, vocab = _write_tokenizer(world)
         advance("base")
         base = _make_base(world, tokenizer, vocab)
-        for job in jobs:
-            advance(job.repo)
-            _make_finetune(world, base, tokenizer, job, datasets)
-        advance("decoys")
-        _make_decoys(world, base, tokenizer, vocab, datasets)
+        advance(f"fine-tuning {len(jobs)} repos ({workers} processes) + decoys")
+        if workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(run_finetune_job, **_job_args(world, j, datasets)) for j in jobs]
+                # the decoys train in this process meanwhile
+                _make_decoys(world, base, tokenizer, vocab, datasets)
+                advance("decoys done")
+                for future in futures:
+                    repo, info = future.result()
+                    world.manifest[repo] = info
+                    advance(repo)
+        else:
+            for job in jobs:
+                repo, info = run_finetune_job(**_job_args(world, job, datasets))
+                world.manifest[repo] = info
+                advance(repo)
+            _make_decoys(world, base, tokenizer, vocab, datasets)
+            advance("decoys done")
         advance("manifest")
         _write_manifest(world, scale_name=scale_name, datasets=datasets)
         bar.update(tid, advance=1, description=f"done in {time.perf_counter() - started:.0f}s")
@@ -449,29 +472,50 @@ def _make_base(world: _World, tokenizer, vocab):
 # --- fine-tunes ---------------------------------------------------------------------------------------------
 
 
-def _train_frame(world: _World, job: Job, datasets: list[Dataset]):
-    from search.finetune import subsample
-
+def _job_args(world: _World, job: Job, datasets: list[Dataset]) -> dict:
     ds = next(d for d in datasets if d.name == job.dataset and d.task == job.task)
-    return ds, subsample(world.frames[ds.relpath]["train"], max_train=job.n_train, seed=job.seed)
+    return {
+        "out": str(world.out),
+        "seed": world.seed,
+        "job": job,
+        "relpath": ds.relpath,
+        "card_name": ds.card_name,
+        "description": ds.description,
+    }
 
 
-def _make_finetune(world: _World, base, tokenizer, job: Job, datasets: list[Dataset]):
-    from benchmarks.zoo.models import finetune_copy
-    from search.finetune import model_card, save_checkpoint, task_pairs
+def run_finetune_job(
+    *, out: str, seed: int, job: Job, relpath: str, card_name: str, description: str
+) -> tuple[str, dict]:
+    """Fine-tune one zoo repo from the saved base and data (a picklable unit for worker processes).
+
+    Reads the base and the training parquet from disk, so the result does not depend on which
+    process runs it.
+
+    Returns:
+        `(repo id, manifest entry)`.
+    """
+    import torch
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    from search.finetune import model_card, save_checkpoint, subsample, task_pairs, train_seq2seq
     from search.glue import get_task
 
-    ds, frame = _train_frame(world, job, datasets)
+    torch.set_num_threads(1)
+    root = Path(out)
+    base_dir = root / "hub" / BASE_REPO
+    model = T5ForConditionalGeneration.from_pretrained(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    frame = pd.read_parquet(root / relpath / "train-00000-of-00001.parquet")
+    frame = subsample(frame, max_train=job.n_train, seed=job.seed)
     pairs = task_pairs(get_task(job.task), frame)
-    model, result = finetune_copy(
-        base, tokenizer, pairs, steps=job.steps, lr=job.lr, seed=world.seed * 1000 + job.seed
-    )
+    result = train_seq2seq(model, tokenizer, pairs, steps=job.steps, lr=job.lr, seed=seed * 1000 + job.seed)
     card = model_card(
         title=job.repo.split("/")[-1],
         base_model=BASE_REPO,
-        datasets=[ds.card_name],
+        datasets=[card_name],
         tags=["pico-zoo", f"task:{job.task}"],
-        description=f"{BASE_REPO} fine-tuned on {ds.card_name} ({ds.task}: {ds.description}).",
+        description=f"{BASE_REPO} fine-tuned on {card_name} ({job.task}: {description}).",
         details={
             "train examples": result.n_train,
             "steps": job.steps,
@@ -479,11 +523,12 @@ def _make_finetune(world: _World, base, tokenizer, job: Job, datasets: list[Data
             "seed": job.seed,
         },
     )
-    save_checkpoint(model=model, tokenizer=tokenizer, out=_repo_dir(world, job.repo), card=card)
+    save_checkpoint(model=model, tokenizer=tokenizer, out=root / "hub" / job.repo, card=card)
     info = {
+        "path": f"hub/{job.repo}",
         "role": job.role,
         "task": job.task,
-        "data": {"dataset": ds.card_name, "path": ds.relpath, "task": job.task, "n": result.n_train},
+        "data": {"dataset": card_name, "path": relpath, "task": job.task, "n": result.n_train},
         "seed": job.seed,
         "lr": job.lr,
         "steps": job.steps,
@@ -494,8 +539,7 @@ def _make_finetune(world: _World, base, tokenizer, job: Job, datasets: list[Data
     }
     if job.role == "candidate":
         info["helps"] = list(job.helps)
-    _record(world, job.repo, **info)
-    return model
+    return job.repo, info
 
 
 # --- decoys -------------------------------------------------------------------------------------------------

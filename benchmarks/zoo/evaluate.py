@@ -7,6 +7,8 @@ what the zoo's tests and build summary use; `search.scoring` is the product's sc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import torch
 
@@ -48,3 +50,62 @@ def rank_score(model, tokenizer, *, task: str, frame: pd.DataFrame) -> float:
     spec = get_task(task)
     preds = rank_predictions(model, tokenizer, task=task, frame=frame)
     return spec.compute_metrics(frame["label"].tolist(), preds)["score"]
+
+
+def zoo_report(*, zoo: Path, lambdas: tuple[float, ...] = (0.5, 1.0)) -> dict:
+    """Validation scores of the zoo: base vs each target, and target + lambda * tau for each candidate.
+
+    Task vectors are applied naively here (fp32 state-dict arithmetic on `model.safetensors`); the
+    product's `search.taskvector` does the same with lazy loading and caching.
+
+    Args:
+        zoo: a built zoo folder.
+        lambdas: coefficients to try per candidate.
+
+    Returns:
+        `{task: {"base": s, "target": s, "candidates": {repo: {lambda: s}}, "helpers_sum": {lambda: s}}}`.
+    """
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    manifest = json.loads((Path(zoo) / "zoo.json").read_text())
+    repos = manifest["repos"]
+    hub = Path(zoo) / "hub"
+
+    def weights(repo: str) -> dict[str, torch.Tensor]:
+        return load_file(str(hub / repo / "model.safetensors"))
+
+    base = weights(manifest["base"])
+    tokenizer = AutoTokenizer.from_pretrained(hub / manifest["base"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(hub / manifest["base"])
+
+    def score(state: dict[str, torch.Tensor], task: str, frame: pd.DataFrame) -> float:
+        model.load_state_dict(state, strict=False)
+        model.tie_weights()
+        return round(rank_score(model, tokenizer, task=task, frame=frame), 2)
+
+    candidates = sorted(r for r, i in repos.items() if i["role"] == "candidate")
+    taus = {}
+    for repo in candidates:
+        w = weights(repo)
+        taus[repo] = {k: w[k] - base[k] for k in base}
+    report: dict = {}
+    for task, target_repo in manifest["targets"].items():
+        frame = pd.read_parquet(Path(zoo) / "glue" / task / "validation-00000-of-00001.parquet")
+        target = weights(target_repo)
+        entry = {"base": score(base, task, frame), "target": score(target, task, frame), "candidates": {}}
+        for repo in candidates:
+            entry["candidates"][repo] = {
+                lam: score({k: target[k] + lam * taus[repo][k] for k in target}, task, frame)
+                for lam in lambdas
+            }
+        helpers = [r for r in candidates if task in repos[r].get("helps", [])]
+        entry["helpers"] = helpers
+        entry["helpers_sum"] = {
+            lam: score({k: target[k] + lam * sum(taus[r][k] for r in helpers) for k in target}, task, frame)
+            for lam in lambdas
+        }
+        report[task] = entry
+    return report

@@ -181,7 +181,7 @@ def _grammatical(rng: np.random.Generator, domain: str) -> tuple[list[str], int]
     sg, pl = AGENTS[domain][int(rng.integers(len(AGENTS[domain])))]
     plural = bool(rng.random() < 0.5)
     words = ["the", pl if plural else sg]
-    if rng.random() < 0.35:
+    if rng.random() < 0.2:
         # An attractor noun of the other number between subject and verb makes agreement non-local.
         a_sg, a_pl = AGENTS[domain][int(rng.integers(len(AGENTS[domain])))]
         words += [_pick(rng, PREPS), "the", a_sg if plural else a_pl]
