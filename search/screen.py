@@ -67,6 +67,11 @@ def _save(row: dict[str, Any], *, db_url: str | None) -> None:
         pass  # another process screened the same candidate on the same split meanwhile: same result
 
 
+def is_clearly_harmful(score: float, *, target_score: float, best_score: float, margin: float) -> bool:
+    """A lambda is clearly harmful when it scores more than `margin` below both the target and the best."""
+    return score < target_score - margin and score < best_score - margin
+
+
 def screen_lambdas(
     scorer, composer, *, lambdas: Sequence[float], target_score: float, harm_margin: float = HARM_MARGIN
 ) -> list[dict[str, Any]]:
@@ -89,7 +94,7 @@ def screen_lambdas(
         result = scorer.score()
         tried.append({"lambda": float(lam), "score": float(result.score), "n": int(result.n)})
         best = max(best, result.score)
-        if result.score < target_score - harm_margin and result.score < best - harm_margin:
+        if is_clearly_harmful(result.score, target_score=target_score, best_score=best, margin=harm_margin):
             break
     composer.apply([0.0])
     return tried

@@ -1,0 +1,159 @@
+"""Screening on the tiny zoo: every compatible candidate scored alone over a lambda grid, resumable."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from search_world import SEARCH_SIZE, compatible_non_base, sync_zoo, taskvec
+
+from registry.db import dispose_engines
+from registry.errors import SearchError
+from search.screen import helpful_for, is_clearly_harmful, parse_lambdas, screen, screen_lambdas
+
+
+@pytest.fixture(scope="module")
+def world(tiny_zoo, tmp_path_factory):
+    home = tmp_path_factory.mktemp("screen")
+    url = f"sqlite:///{home / 'taskvec.db'}"
+    sync_zoo(tiny_zoo, db_url=url)
+    yield SimpleNamespace(zoo=tiny_zoo, url=url, home=home, data=tiny_zoo / "glue", cache=home / "vectors")
+    dispose_engines()
+
+
+GRID = (0.2, 0.5, 1.0)  # a short grid keeps the test quick; the default grid is the CLI's
+
+
+def _screen(world, **kwargs):
+    args = dict(
+        task="sst2",
+        target="pico/t5-pico-sst2",
+        db_url=world.url,
+        data_dir=world.data,
+        lambdas=GRID,
+        search_size=SEARCH_SIZE,
+        vector_cache=world.cache,
+        progress=False,
+    )
+    return screen(**{**args, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def screened(world):
+    """(rows of a run stopped after 3 candidates, rows after the resumed full run)."""
+    first = _screen(world, limit=3)
+    return first, _screen(world)
+
+
+@pytest.mark.slow
+def test_screens_every_compatible_candidate_and_resumes(world, screened):
+    first, rows = screened
+    assert len(first) == 3
+    expected = compatible_non_base(world.zoo) - {"pico/t5-pico-sst2"}
+    assert {r["candidate_repo"] for r in rows} == expected
+    # The resumed run kept the three rows of the interrupted one as they were.
+    by_repo = {r["candidate_repo"]: r for r in rows}
+    for r in first:
+        assert by_repo[r["candidate_repo"]]["id"] == r["id"]
+        assert by_repo[r["candidate_repo"]]["created"] == r["created"]
+    target_scores = {r["target_score"] for r in rows}
+    assert len(target_scores) == 1  # one target, one split, scored once
+    for r in rows:
+        tried = [t["lambda"] for t in r["lambdas"]]
+        assert tried == sorted(tried) and set(tried) <= set(GRID)
+        assert r["best_score"] == max(t["score"] for t in r["lambdas"])
+        assert r["gain"] == pytest.approx(r["best_score"] - r["target_score"])
+        assert all(t["n"] == SEARCH_SIZE for t in r["lambdas"])
+        assert r["base_repo"] == "pico/t5-pico" and len(r["candidate_revision"]) == 40
+    # Gains rank the candidates, and some candidate of the zoo helps the sst2 target alone.
+    assert [r["gain"] for r in rows] == sorted((r["gain"] for r in rows), reverse=True)
+    assert rows[0]["gain"] > 0
+    again = _screen(world)
+    assert [(r["id"], r["gain"]) for r in again] == [(r["id"], r["gain"]) for r in rows]
+
+
+@pytest.mark.slow
+def test_screening_score_is_reproducible_from_the_row(world, screened):
+    """Invariant 1: target@sha + candidate@sha + lambda + split give back the stored score."""
+    from search.data import load_split
+    from search.modeling import load_seq2seq
+    from search.scoring import Scorer
+    from search.taskvector import TaskVector
+
+    best = screened[1][0]
+    hub = world.zoo / "hub"
+    model, tok = load_seq2seq(hub / best["target_repo"])
+    tau = TaskVector.from_checkpoints(base=hub / "pico" / "t5-pico", finetuned=hub / best["candidate_repo"])
+    tau.apply_to(model, best["best_lambda"])
+    split = load_split("sst2", split="search", data_dir=world.data, size=SEARCH_SIZE)
+    assert split.fingerprint == best["split_fingerprint"]
+    assert Scorer(model, tok, split).score().score == pytest.approx(best["best_score"], abs=1e-6)
+
+
+def test_harm_rule():
+    assert is_clearly_harmful(40.0, target_score=60.0, best_score=61.0, margin=5.0)
+    assert not is_clearly_harmful(58.0, target_score=60.0, best_score=61.0, margin=5.0)  # within margin
+    assert not is_clearly_harmful(40.0, target_score=60.0, best_score=42.0, margin=5.0)  # near the best
+
+
+@pytest.mark.slow
+def test_harmful_lambdas_stop_the_grid(world):
+    from search.data import load_split
+    from search.modeling import load_seq2seq
+    from search.scoring import Scorer
+    from search.taskvector import Composer, TaskVector
+
+    hub = world.zoo / "hub"
+    model, tok = load_seq2seq(hub / "pico" / "t5-pico-sst2")
+    tau = TaskVector.from_checkpoints(base=hub / "pico" / "t5-pico", finetuned=hub / "pico" / "t5-pico-topic")
+    composer = Composer(model, target=hub / "pico" / "t5-pico-sst2", vectors=[tau])
+    scorer = Scorer(model, tok, load_split("sst2", split="search", data_dir=world.data, size=SEARCH_SIZE))
+    target = scorer.score().score
+    full = screen_lambdas(scorer, composer, lambdas=[0.5, 0.1], target_score=target, harm_margin=1e9)
+    assert [t["lambda"] for t in full] == [0.1, 0.5]  # ascending; nothing counts as harmful
+    # Against a (hypothetical) perfect target every lambda scoring below the first one is clearly harmful:
+    # the grid stops at the first such lambda instead of trying the rest.
+    stopped = screen_lambdas(scorer, composer, lambdas=[0.1, 40.0, 80.0], target_score=101.0, harm_margin=0.0)
+    scores = [t["score"] for t in stopped]
+    first_drop = next((k for k in range(1, 3) if scores[k] < max(scores[:k])), None)
+    assert len(stopped) == (3 if first_drop is None else first_drop + 1)
+    # The live model is the target again afterwards.
+    assert scorer.score().score == target
+
+
+@pytest.mark.slow
+def test_helpful_for_ranks_by_gain_and_cli(world, screened):
+    ranked = helpful_for("sst2", db_url=world.url)
+    assert ranked and [r["gain"] for r in ranked] == sorted((r["gain"] for r in ranked), reverse=True)
+    assert all(r["status"] == "compatible" for r in ranked)
+    dispose_engines()
+    out = taskvec("registry", "list", "--helpful-for", "sst2", "--json", "--db", world.url, home=world.home)
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(out.stdout)
+    assert [(r["repo_id"], r["gain"]) for r in listed] == [(r["repo_id"], r["gain"]) for r in ranked]
+    table = taskvec("registry", "list", "--helpful-for", "sst2", "--db", world.url, home=world.home)
+    assert ranked[0]["repo_id"] in table.stdout
+
+
+def test_parse_lambdas():
+    assert parse_lambdas("0.1, 0.5,1") == (0.1, 0.5, 1.0)
+    with pytest.raises(SearchError, match="comma-separated"):
+        parse_lambdas("0.1,x")
+
+
+@pytest.mark.slow
+def test_bad_inputs_give_one_line_errors(world, tmp_path):
+    def err(*args, db=world.url):
+        out = taskvec("screen", *args, "--db", db, "--data", str(world.data), home=tmp_path)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        return out.stderr
+
+    assert "unknown task 'qnli'" in err("--task", "qnli", "--target", "pico/t5-pico-sst2")
+    assert "target is incompatible" in err("--task", "sst2", "--target", "pico/t5-pico-seed1")
+    assert "not in the registry" in err("--task", "sst2", "--target", "pico/nope")
+    assert "registry is empty" in err(
+        "--task", "sst2", "--target", "pico/t5-pico-sst2", db=f"sqlite:///{tmp_path / 'empty.db'}"
+    )
