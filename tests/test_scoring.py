@@ -314,3 +314,46 @@ def test_eval_errors_are_one_line(tmp_path):
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "no folder for task 'cola'" in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["mrpc", "rte", "cola", "sst2"])
+def test_pico_target_beats_base_and_rank_agrees_with_generate(tiny_zoo, task):
+    """On the zoo's held-out split, each target beats the base on its own task, and the two modes agree."""
+    from search.modeling import load_seq2seq
+
+    split = load_split(task, split="heldout", data_dir=tiny_zoo / "glue")
+    target, tok = load_seq2seq(tiny_zoo / "hub" / "pico" / f"t5-pico-{task}")
+    base, base_tok = load_seq2seq(tiny_zoo / "hub" / "pico" / "t5-pico")
+    rank = Scorer(target, tok, split).score()
+    generate = Scorer(target, tok, split, mode="generate").score()
+    base_rank = Scorer(base, base_tok, split).score()
+    assert rank.score > base_rank.score
+    assert abs(rank.score - generate.score) <= 2.0
+    valid = generate.predictions >= 0
+    assert valid.mean() > 0.95
+    assert (rank.predictions[valid] == generate.predictions[valid]).mean() > 0.95
+
+
+@pytest.mark.slow
+def test_eval_command_on_a_pico_target(tiny_zoo):
+    from typer.testing import CliRunner
+
+    from search.cli import app
+
+    target = tiny_zoo / "hub" / "pico" / "t5-pico-sst2"
+    res = CliRunner().invoke(
+        app, ["eval", "--model", str(target), "--task", "all", "--data", str(tiny_zoo), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    rows = {r["task"]: r for r in (json.loads(x) for x in res.stdout.splitlines() if x.startswith("{"))}
+    assert list(rows) == ["mrpc", "rte", "cola", "sst2"]
+    assert all(r["split"] == "heldout" and r["mode"] == "rank" and r["n"] > 0 for r in rows.values())
+    # The command reports exactly what the scorer computes in-process on the same split.
+    from search.modeling import load_seq2seq
+
+    model, tok = load_seq2seq(target)
+    split = load_split("sst2", split="heldout", data_dir=tiny_zoo)
+    direct = Scorer(model, tok, split).score()
+    assert rows["sst2"]["fingerprint"] == split.fingerprint
+    assert rows["sst2"]["score"] == pytest.approx(direct.score)
