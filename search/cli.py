@@ -53,6 +53,43 @@ def _root(
 # export/report: search/screen.py, study.py, leaderboard.py)
 
 
+@app.command("finetune")
+def finetune_command(
+    base: str = typer.Option(
+        ..., "--base", help="Pretrained model: folder or Hub repo id (e.g. google-t5/t5-base)."
+    ),
+    task: str = typer.Option(..., "--task", help="mrpc, rte, cola, sst2 (or an auxiliary task)."),
+    data: Path = typer.Option(
+        ..., "--data", help="GLUE-layout folder: DATA/<task>/train-00000-of-00001.parquet."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output model folder (safetensors, tokenizer, card)."),
+    max_train: int | None = typer.Option(None, "--max-train", help="Use a seeded subset of N training rows."),
+    epochs: float = typer.Option(3.0, "--epochs", help="Passes over the training rows."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
+    lr: float = typer.Option(5e-4, "--lr", help="AdamW learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Examples per step."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the subset, order and dropout."),
+    revision: str | None = typer.Option(None, "--revision", help="Hub revision of the base."),
+) -> None:
+    """Fine-tune a T5 base on one task in T5's text-to-text format and save a Hub-like model folder."""
+    from search.finetune import finetune
+
+    folder = finetune(
+        base=base,
+        task=task,
+        data_dir=data,
+        out=out,
+        max_train=max_train,
+        epochs=epochs,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        revision=revision,
+    )
+    typer.echo(f"saved {folder}")
+
+
 @app.command("eval")
 def eval_command(
     model: str = typer.Option(..., "--model", help="Model folder or Hub repo id."),

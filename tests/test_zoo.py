@@ -1,0 +1,198 @@
+"""The pico zoo: layout and manifest, nyu-mll/glue schema, loadable repos, decoys, targets vs base, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors import safe_open
+
+from benchmarks.zoo import build, load_manifest
+from benchmarks.zoo.evaluate import rank_score
+from registry.errors import DataError
+
+# nyu-mll/glue's parquet schema (columns and arrow types) for the four target tasks.
+GLUE_SCHEMA = {
+    "cola": [("sentence", "string"), ("label", "int64"), ("idx", "int32")],
+    "sst2": [("sentence", "string"), ("label", "int64"), ("idx", "int32")],
+    "mrpc": [("sentence1", "string"), ("sentence2", "string"), ("label", "int64"), ("idx", "int32")],
+    "rte": [("sentence1", "string"), ("sentence2", "string"), ("label", "int64"), ("idx", "int32")],
+}
+GLUE_LABELS = {
+    "cola": ["unacceptable", "acceptable"],
+    "sst2": ["negative", "positive"],
+    "mrpc": ["not_equivalent", "equivalent"],
+    "rte": ["entailment", "not_entailment"],
+}
+DECOY_REASONS = {
+    "config_mismatch",
+    "not_t5",
+    "tokenizer_mismatch",
+    "tensor_mismatch",
+    "lineage_mismatch",
+    "integrity",
+    "pickle_only",
+}
+
+
+def _hashes(root: Path, patterns: tuple[str, ...]) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for pattern in patterns
+        for p in sorted(root.rglob(pattern))
+    }
+
+
+def test_manifest_roles_and_decoys(tiny_zoo: Path) -> None:
+    m = load_manifest(tiny_zoo)
+    assert m["base"] == "pico/t5-pico" and m["scale"] == "tiny" and m["seed"] == 0
+    repos = m["repos"]
+    assert repos["pico/t5-pico"]["role"] == "base"
+    for task in ("cola", "sst2", "mrpc", "rte"):
+        assert repos[f"pico/t5-pico-{task}"]["role"] == "target"
+        helpers = [r for r, i in repos.items() if i["role"] == "candidate" and task in i["helps"]]
+        assert len(helpers) >= 2, task
+    assert any(i["role"] == "candidate" and not i["helps"] for i in repos.values())
+    decoys = {r: i for r, i in repos.items() if i["role"] == "decoy"}
+    assert {i["reason"] for i in decoys.values()} == DECOY_REASONS
+    assert len(decoys) >= 8
+    status = {"integrity": "broken", "pickle_only": "unverified"}
+    for info in decoys.values():
+        assert info["expected_status"] == status.get(info["reason"], "incompatible")
+    for repo, info in repos.items():
+        folder = tiny_zoo / info["path"]
+        assert folder == tiny_zoo / "hub" / repo and (folder / "config.json").is_file()
+        card = (folder / "README.md").read_text()
+        front = card.split("---")[1]
+        assert all(key in front for key in ("datasets:", "license:", "tags:"))
+    text = (tiny_zoo / "zoo.json").read_text()
+    assert str(tiny_zoo) not in text  # relative paths only: the zoo can move
+
+
+def test_glue_parquet_schema(tiny_zoo: Path) -> None:
+    for task, columns in GLUE_SCHEMA.items():
+        for split in ("train", "validation", "test"):
+            path = tiny_zoo / "glue" / task / f"{split}-00000-of-00001.parquet"
+            schema = pq.read_schema(path)
+            assert [(f.name, str(f.type)) for f in schema] == columns, path
+            features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
+            assert features["label"]["names"] == GLUE_LABELS[task]
+            frame = pd.read_parquet(path)
+            assert list(frame["idx"]) == list(range(len(frame)))
+            if split == "test":
+                assert set(frame["label"]) == {-1}
+            else:
+                assert set(frame["label"]) == {0, 1}
+                assert frame[columns[0][0]].str.len().min() > 0
+
+
+def test_non_decoys_load_offline(tiny_zoo: Path, monkeypatch) -> None:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repos = load_manifest(tiny_zoo)["repos"]
+    for repo, info in repos.items():
+        if info["role"] == "decoy":
+            continue
+        folder = tiny_zoo / info["path"]
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+        assert model.config.model_type == "t5" and model.config.feed_forward_proj == "relu"
+        assert model.config.tie_word_embeddings
+        assert tok.convert_tokens_to_ids("<extra_id_0>") == model.config.vocab_size - 1
+        assert tok.decode(tok("the movie was not good").input_ids, skip_special_tokens=True) == (
+            "the movie was not good"
+        )
+        with torch.no_grad():
+            out = model.generate(
+                **tok(["sst2 sentence: the film was great"], return_tensors="pt"), max_new_tokens=3
+            )
+        assert out.shape[0] == 1, repo
+
+
+def test_decoys_are_what_they_claim(tiny_zoo: Path) -> None:
+    repos = load_manifest(tiny_zoo)["repos"]
+    hub = tiny_zoo / "hub"
+    base_cfg = json.loads((hub / "pico/t5-pico/config.json").read_text())
+    by_reason: dict[str, list[str]] = {}
+    for repo, info in repos.items():
+        if info["role"] == "decoy":
+            by_reason.setdefault(info["reason"], []).append(repo)
+    for repo in by_reason["config_mismatch"]:
+        cfg = json.loads((hub / repo / "config.json").read_text())
+        assert (cfg["d_model"], cfg["feed_forward_proj"]) != (
+            base_cfg["d_model"],
+            base_cfg["feed_forward_proj"],
+        )
+    (not_t5,) = by_reason["not_t5"]
+    assert json.loads((hub / not_t5 / "config.json").read_text())["model_type"] != "t5"
+    (pickled,) = by_reason["pickle_only"]
+    assert (hub / pickled / "pytorch_model.bin").is_file() and not (
+        hub / pickled / "model.safetensors"
+    ).exists()
+    state = torch.load(hub / pickled / "pytorch_model.bin", weights_only=True)
+    assert "shared.weight" in state
+    (tok_decoy,) = by_reason["tokenizer_mismatch"]
+    base_vocab = json.loads((hub / "pico/t5-pico/tokenizer.json").read_text())["model"]["vocab"]
+    other_vocab = json.loads((hub / tok_decoy / "tokenizer.json").read_text())["model"]["vocab"]
+    assert len(base_vocab) == len(other_vocab) and base_vocab != other_vocab
+    (extra,) = by_reason["tensor_mismatch"]
+    with safe_open(str(hub / extra / "model.safetensors"), "pt") as f:
+        assert "classifier.weight" in set(f.keys())
+    broken = by_reason["integrity"]
+    nan_seen = truncated_seen = False
+    for repo in broken:
+        path = hub / repo / "model.safetensors"
+        try:
+            with safe_open(str(path), "pt") as f:
+                nan_seen |= bool(torch.isnan(f.get_tensor("shared.weight")).any())
+        except Exception:  # safetensors refuses a file shorter than its header says
+            truncated_seen = True
+    assert nan_seen and truncated_seen
+    lineage = by_reason["lineage_mismatch"]
+    assert len(lineage) == 2
+    claims = [r for r in lineage if repos[r]["base_model"] == "pico/t5-pico"]
+    assert claims and "base_model: pico/t5-pico" in (hub / claims[0] / "README.md").read_text()
+
+
+def test_targets_beat_base_on_their_task(tiny_zoo: Path) -> None:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    hub = tiny_zoo / "hub" / "pico"
+    tok = AutoTokenizer.from_pretrained(hub / "t5-pico")
+    base = AutoModelForSeq2SeqLM.from_pretrained(hub / "t5-pico")
+    for task in ("cola", "sst2", "mrpc", "rte"):
+        frame = pd.read_parquet(tiny_zoo / "glue" / task / "validation-00000-of-00001.parquet")
+        target = AutoModelForSeq2SeqLM.from_pretrained(hub / f"t5-pico-{task}")
+        base_score = rank_score(base, tok, task=task, frame=frame)
+        target_score = rank_score(target, tok, task=task, frame=frame)
+        assert target_score > base_score, f"{task}: target {target_score:.1f} <= base {base_score:.1f}"
+        assert target_score < 100.0
+
+
+def test_cached_build_returns_at_once_and_rejects_other_seed(tiny_zoo: Path) -> None:
+    import time
+
+    started = time.perf_counter()
+    assert build(out=tiny_zoo, seed=0, scale="tiny", progress=False) == tiny_zoo
+    assert time.perf_counter() - started < 2.0
+    with pytest.raises(DataError, match="another seed"):
+        build(out=tiny_zoo, seed=1, scale="tiny", progress=False)
+    with pytest.raises(DataError, match="unknown zoo scale"):
+        build(out=tiny_zoo, seed=0, scale="huge", progress=False)
+
+
+@pytest.mark.slow
+def test_rebuild_is_byte_identical(tiny_zoo: Path, tmp_path: Path) -> None:
+    again = build(out=tmp_path / "again", seed=0, scale="tiny", progress=False)
+    patterns = ("*.parquet", "*.safetensors", "*.json", "README.md", "*.bin")
+    first, second = _hashes(tiny_zoo, patterns), _hashes(again, patterns)
+    assert first.keys() == second.keys() and len(first) > 40
+    differing = sorted(k for k in first if first[k] != second[k])
+    assert not differing, differing
