@@ -7,6 +7,7 @@ seeded and single-threaded, so two builds with the same seed give byte-identical
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -269,16 +270,29 @@ def build(
     Raises:
         DataError: for an unknown scale, or if `out` holds a complete build of another seed/scale.
     """
-    import torch
-
     if scale not in SCALES:
         raise DataError(f"unknown zoo scale {scale!r} (known: {', '.join(SCALES)})")
     out = Path(out)
     if is_complete(out, seed=seed, scale=scale):
         return out
-    if (out / STAMP).is_file():
-        raise DataError(f"{out}: holds a complete zoo of another seed/scale/version; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Test sessions may share one zoo folder (TASKVEC_TEST_ZOO): one builds, the others wait and reuse.
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_complete(out, seed=seed, scale=scale):
+            return out
+        if (out / STAMP).is_file():
+            raise DataError(
+                f"{out}: holds a complete zoo of another seed/scale/version; choose another --out"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        _build_locked(out=out, seed=seed, scale=scale, progress=progress, workers=workers)
+    return out
+
+
+def _build_locked(*, out: Path, seed: int, scale: str, progress: bool, workers: int | None) -> None:
+    import torch
+
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
     threads = torch.get_num_threads()
@@ -287,7 +301,6 @@ def build(
         _build(out=out, seed=seed, scale_name=scale, progress=progress, workers=workers)
     finally:
         torch.set_num_threads(threads)
-    return out
 
 
 def _build(*, out: Path, seed: int, scale_name: str, progress: bool, workers: int) -> None:
