@@ -258,12 +258,17 @@ def main() -> None:
         table.add_column(col, justify="right")
     for row in results:
         table.add_row(*(str(row[c]) for c in cols))
-    Console().print(table)
+    Console(width=200).print(table)
 
     summary = {
         "bench": "merge",
         "torch_threads": torch.get_num_threads(),
         "bandwidth_frac_min": min(r["bandwidth_frac"] for r in results),
+        # bf16 storage halves the bytes, but its conversion to fp32 is compute-bound on CPUs without
+        # native bf16 (~4 GB/s here), so fp32 rows show the memory-bound figure on their own
+        "bandwidth_frac_min_fp32": min(
+            (r["bandwidth_frac"] for r in results if r["vector_dtype"] == "float32"), default=None
+        ),
         "speedup_vs_naive_min": min(r["speedup_vs_naive"] for r in results),
         "peak_rss_gb": round(peak_rss_gb(), 2),
         "max_rss_growth_gb_10_applies": max(r["rss_growth_gb_10_applies"] for r in results),

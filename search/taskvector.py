@@ -706,26 +706,26 @@ class Composer:
                 for start in range(0, n, CHUNK):
                     stop = min(n, start + CHUNK)
                     chunk = out[start:stop]
+                    parts = [t[start:stop] for t in active_taus]
                     if out.dtype == torch.float32:
-                        chunk.copy_(theta[start:stop])
-                        if active:
-                            self.method.combine(
-                                [t[start:stop] for t in active_taus],
-                                active_coefs,
-                                out=chunk,
-                                scratch=self._scratch,
-                                options=self.options,
-                            )
+                        self.method.compose(
+                            theta[start:stop],
+                            parts,
+                            active_coefs,
+                            out=chunk,
+                            scratch=self._scratch,
+                            options=self.options,
+                        )
                     else:  # a half-precision model: compose in fp32, then round once
-                        buf = theta[start:stop].clone()
-                        if active:
-                            self.method.combine(
-                                [t[start:stop] for t in active_taus],
-                                active_coefs,
-                                out=buf,
-                                scratch=self._scratch,
-                                options=self.options,
-                            )
+                        buf = torch.empty(stop - start, dtype=torch.float32)
+                        self.method.compose(
+                            theta[start:stop],
+                            parts,
+                            active_coefs,
+                            out=buf,
+                            scratch=self._scratch,
+                            options=self.options,
+                        )
                         chunk.copy_(buf)
 
 

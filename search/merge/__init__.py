@@ -72,6 +72,25 @@ class MergeMethod:
         for tau, coef in zip(chunks, coefs, strict=True):
             out.add_(tau, alpha=coef)
 
+    def compose(
+        self,
+        base: torch.Tensor,
+        chunks: Sequence[torch.Tensor],
+        coefs: Sequence[float],
+        *,
+        out: torch.Tensor,
+        scratch: Any,
+        options: Mapping[str, Any],
+    ) -> None:
+        """`out = base + combine(chunks; coefs)`; linear methods fuse the copy with the first vector."""
+        if self.linear and chunks:
+            torch.add(base, chunks[0], alpha=coefs[0], out=out)
+            self.combine(chunks[1:], coefs[1:], out=out, scratch=scratch, options=options)
+            return
+        out.copy_(base)
+        if chunks:
+            self.combine(chunks, coefs, out=out, scratch=scratch, options=options)
+
     def reference(
         self, taus: Sequence[torch.Tensor], coefs: Sequence[float], *, options: Mapping[str, Any]
     ) -> torch.Tensor:
