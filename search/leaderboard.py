@@ -416,4 +416,4 @@ def export_trial(*, study: str, trial: int | None = None, out: Path, db_url: str
     row = get_row(study=study, trial=trial, db_url=db_url)
     from search.export import export_merged
 
-    return export_merged(recipe=recipe_for(row), out=Path(out))
+    return export_merged(recipe=recipe_for(row), out=Path(out), db_url=db_url)

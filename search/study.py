@@ -721,6 +721,32 @@ def _check_meta(meta: dict[str, Any], config: SearchConfig, target_revision: str
         raise SearchError(f"study {name!r} uses method {meta['method']}, not {config.method}")
 
 
+def _no_screenings_error(config: SearchConfig, target_repo: str) -> SearchError:
+    return SearchError(
+        f"no screened candidates for {config.task} on {target_repo}: run "
+        f"`taskvec screen --task {config.task} --target {config.target}` first (same --data)"
+    )
+
+
+def _require_screenings(config: SearchConfig, resolved, name: str, storage, fingerprint: str) -> None:
+    """Fail before loading any model when a new study would have no candidates."""
+    from search.resolve import screened_candidates
+
+    if screened_candidates(
+        task=config.task,
+        target_revision=resolved.target.revision,
+        split_fingerprint=fingerprint,
+        db_url=config.db_url,
+    ):
+        return
+    try:
+        existing = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        existing = None
+    if existing is None or STUDY_ATTR not in existing.user_attrs:
+        raise _no_screenings_error(config, resolved.target.repo_id)
+
+
 def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     """Run (or resume, or join) the study until it has `n_trials` finished trials or time runs out.
 
@@ -757,6 +783,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
         config.task, split="search", data_dir=config.data_dir, size=config.search_size, seed=config.split_seed
     )
     heldout_split = load_split(config.task, split="heldout", data_dir=config.data_dir)
+    _require_screenings(config, resolved, name, storage, search_split.fingerprint)
     model, tokenizer = load_seq2seq(resolved.target.path)
     sizes = prefix_sizes(
         len(search_split),
@@ -774,10 +801,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
             db_url=config.db_url,
         )
         if not screened:
-            raise SearchError(
-                f"no screened candidates for {config.task} on {resolved.target.repo_id}: run "
-                f"`taskvec screen --task {config.task} --target {config.target}` first (same --data)"
-            )
+            raise _no_screenings_error(config, resolved.target.repo_id)
         chosen = select_candidates(screened, top_k=config.top_k)
         return {
             "task": config.task,

@@ -9,7 +9,7 @@ import pytest
 from search_world import SEARCH_SIZE, compatible_non_base, sync_zoo, taskvec
 
 from registry.db import dispose_engines
-from registry.errors import SearchError
+from registry.errors import SearchError, TaskvecError
 from search.screen import helpful_for, is_clearly_harmful, parse_lambdas, screen, screen_lambdas
 
 
@@ -142,18 +142,25 @@ def test_parse_lambdas():
         parse_lambdas("0.1,x")
 
 
-@pytest.mark.slow
-def test_bad_inputs_give_one_line_errors(world, tmp_path):
-    def err(*args, db=world.url):
-        out = taskvec("screen", *args, "--db", db, "--data", str(world.data), home=tmp_path)
-        assert out.returncode == 1, out.stdout + out.stderr
-        assert "Traceback" not in out.stderr
-        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-        return out.stderr
+def test_bad_inputs_raise_one_line_errors(world, tmp_path):
+    def err(db=world.url, **changes):
+        with pytest.raises(TaskvecError) as info:
+            _screen(world, **{"db_url": db, **changes})
+        assert "\n" not in str(info.value)
+        return str(info.value)
 
-    assert "unknown task 'qnli'" in err("--task", "qnli", "--target", "pico/t5-pico-sst2")
-    assert "target is incompatible" in err("--task", "sst2", "--target", "pico/t5-pico-seed1")
-    assert "not in the registry" in err("--task", "sst2", "--target", "pico/nope")
-    assert "registry is empty" in err(
-        "--task", "sst2", "--target", "pico/t5-pico-sst2", db=f"sqlite:///{tmp_path / 'empty.db'}"
+    assert "unknown task 'qnli'" in err(task="qnli")
+    assert "target is incompatible" in err(target="pico/t5-pico-seed1")
+    assert "not in the registry" in err(target="pico/nope")
+    assert "registry is empty" in err(db=f"sqlite:///{tmp_path / 'empty.db'}")
+    assert "lambdas must be positive" in err(lambdas=(0.0, 0.5))
+
+
+@pytest.mark.slow
+def test_cli_error_is_one_line(world, tmp_path):
+    out = taskvec(
+        "screen", "--task", "sst2", "--target", "pico/t5-pico-seed1", "--db", world.url, home=tmp_path
     )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "target is incompatible" in out.stderr

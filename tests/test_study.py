@@ -1,0 +1,273 @@
+"""The composition search on the tiny zoo: quota, leaderboard rows, held-out scores, resume, pruning, errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from search_world import SEARCH_SIZE, sync_zoo, taskvec
+
+from registry.db import dispose_engines
+from registry.errors import SearchError, TaskvecError
+from search import leaderboard as lb
+from search.screen import screen
+from search.study import (
+    NestedPrefixScorer,
+    SearchConfig,
+    coefficients_from_params,
+    default_study_name,
+    lambda_param,
+    parse_duration,
+    prefix_sizes,
+    run_search,
+    select_candidates,
+    use_param,
+    warm_start_params,
+)
+
+TASK, TARGET = "sst2", "pico/t5-pico-sst2"
+
+
+# --- pure pieces ---------------------------------------------------------------------------------------
+
+
+def test_prefix_sizes_sit_on_the_pruner_rungs():
+    assert prefix_sizes(200, rungs=3, reduction_factor=3, pruning=True) == [23, 69, 200]
+    assert prefix_sizes(200, rungs=3, reduction_factor=3, pruning=False) == [200]
+    assert prefix_sizes(5, rungs=3, reduction_factor=3, pruning=True) == [1, 3, 5]
+    assert prefix_sizes(1000, rungs=2, reduction_factor=2, pruning=True) == [500, 1000]
+
+
+def test_candidate_rule_and_warm_start():
+    rows = [
+        {"candidate_repo": "o/a", "gain": -1.0, "best_lambda": 0.3},
+        {"candidate_repo": "o/b", "gain": 2.0, "best_lambda": 2.0},
+        {"candidate_repo": "o/c", "gain": 0.5, "best_lambda": 0.5},
+    ]
+    assert [r["candidate_repo"] for r in select_candidates(rows, top_k=5)] == ["o/b", "o/c"]
+    assert [r["candidate_repo"] for r in select_candidates(rows, top_k=1)] == ["o/b"]
+    # No positive gain: the K best anyway.
+    assert [r["candidate_repo"] for r in select_candidates(rows[:1], top_k=2)] == ["o/a"]
+    chosen = select_candidates(rows, top_k=5)
+    warm = warm_start_params(chosen, lambda_max=1.5)
+    assert warm[0] == {use_param("o/b"): True, use_param("o/c"): False, lambda_param("o/b"): 1.5}  # clamped
+    assert warm[-1][use_param("o/b")] and warm[-1][use_param("o/c")]
+    assert warm[-1][lambda_param("o/b")] == warm[-1][lambda_param("o/c")]
+    assert coefficients_from_params(warm[0], ["o/b", "o/c"]) == [1.5, 0.0]
+
+
+def test_options_and_names():
+    assert parse_duration("90") == 90 and parse_duration("30m") == 1800 and parse_duration("8h") == 28800
+    with pytest.raises(SearchError, match="timeout"):
+        parse_duration("soon")
+    config = SearchConfig(task=TASK, target=TARGET)
+    assert default_study_name(config, target_revision="ab" * 20) == default_study_name(
+        config, target_revision="ab" * 20
+    )
+    assert default_study_name(config, target_revision="ab" * 20) != default_study_name(
+        replace(config, top_k=4), target_revision="ab" * 20
+    )
+    for bad, match in [
+        (dict(sampler="grid"), "unknown sampler"),
+        (dict(method="average"), "unknown merge method"),
+        (dict(task="qnli"), "unknown task"),
+        (dict(n_trials=0), "at least 1"),
+    ]:
+        with pytest.raises(Exception, match=match):
+            replace(config, **bad).validate()
+
+
+# --- on the tiny zoo -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world(tiny_zoo, tmp_path_factory):
+    home = tmp_path_factory.mktemp("study")
+    url = f"sqlite:///{home / 'taskvec.db'}"
+    sync_zoo(tiny_zoo, db_url=url)
+    screen(
+        task=TASK,
+        target=TARGET,
+        db_url=url,
+        data_dir=tiny_zoo / "glue",
+        lambdas=(0.2, 0.5, 1.0),
+        search_size=SEARCH_SIZE,
+        vector_cache=home / "vectors",
+        progress=False,
+    )
+    config = SearchConfig(
+        task=TASK,
+        target=TARGET,
+        data_dir=tiny_zoo / "glue",
+        top_k=4,
+        n_trials=10,
+        storage=f"sqlite:///{home / 'optuna.db'}",
+        db_url=url,
+        search_size=SEARCH_SIZE,
+        vector_cache=home / "vectors",
+        heartbeat_interval=1,
+        grace_period=5,
+    )
+    yield SimpleNamespace(zoo=tiny_zoo, url=url, home=home, config=config)
+    dispose_engines()
+
+
+def test_nested_prefix_scorer_matches_plain_prefixes(world):
+    from search.data import load_split
+    from search.modeling import load_seq2seq
+    from search.scoring import Scorer
+
+    model, tok = load_seq2seq(world.zoo / "hub" / TARGET)
+    split = load_split(TASK, split="search", data_dir=world.zoo / "glue", size=SEARCH_SIZE)
+    sizes = prefix_sizes(len(split), rungs=3, reduction_factor=3, pruning=True)
+    nested = dict(NestedPrefixScorer(model, tok, split, sizes=sizes).iter_scores())
+    plain = Scorer(model, tok, split)
+    for n in sizes:
+        assert nested[n] == pytest.approx(plain.score(prefix=n).metrics)
+
+
+@pytest.fixture(scope="module")
+def searched(world):
+    return run_search(world.config, progress=False)
+
+
+@pytest.mark.slow
+def test_search_fills_the_leaderboard(world, searched):
+    s = searched
+    assert s.n_finished == 10 and s.trials_here == 10 and s.stopped == "done"
+    study = optuna.load_study(study_name=s.study_name, storage=world.config.storage)
+    complete = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    rows = lb.query(db_url=world.url, study=s.study_name)
+    assert {r["trial_number"] for r in rows} == complete and len(rows) == len(complete)
+    # Best on the search split is at least the target (the best single candidate is enqueued first).
+    assert s.best_score_search >= s.target_score_search
+    best = rows[0]
+    assert best["score_search"] == s.best_score_search and best["trial_number"] == s.best_trial
+    assert best["target_score_search"] == s.target_score_search
+    # Held-out only for the top 3, after the search.
+    assert all(r["score_heldout"] is not None for r in rows[:3])
+    assert all(r["score_heldout"] is None for r in rows[3:])
+    assert best["scores"][TASK] == {"search": best["score_search"], "heldout": best["score_heldout"]}
+    assert best["objective"] == "score" and best["pareto"] is False and best["constraints"] == {}
+    for r in rows:
+        assert r["split_fingerprints"]["search"] != r["split_fingerprints"]["heldout"]
+        assert all(len(i["revision"]) == 40 and i["coefficient"] > 0 for i in r["ingredients"])
+        assert r["worker"].endswith(":" + str(__import__("os").getpid()))
+        assert r["scorer"]["mode"] == "rank" and r["scorer"]["search_size"] == SEARCH_SIZE
+
+
+@pytest.mark.slow
+def test_best_row_is_reproducible(world, searched):
+    """Invariant 1: rebuilding the best row's composition gives its search and held-out scores."""
+    from search.data import load_split
+    from search.modeling import load_seq2seq
+    from search.scoring import Scorer
+    from search.taskvector import Composer, TaskVector
+
+    best = lb.study_best(study=searched.study_name, db_url=world.url)
+    hub = world.zoo / "hub"
+    model, tok = load_seq2seq(hub / best["target_repo"])
+    vectors = [
+        TaskVector.from_checkpoints(base=hub / best["base_repo"], finetuned=hub / i["repo_id"])
+        for i in best["ingredients"]
+    ]
+    Composer(model, target=hub / best["target_repo"], vectors=vectors).apply(
+        [i["coefficient"] for i in best["ingredients"]]
+    )
+    glue = world.zoo / "glue"
+    search = Scorer(model, tok, load_split(TASK, split="search", data_dir=glue, size=SEARCH_SIZE)).score()
+    heldout = Scorer(model, tok, load_split(TASK, split="heldout", data_dir=glue)).score()
+    assert search.score == pytest.approx(best["score_search"], abs=1e-9)
+    assert heldout.score == pytest.approx(best["score_heldout"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_rerun_resumes_the_same_study(world, searched):
+    again = run_search(world.config, progress=False)
+    assert again.study_name == searched.study_name and again.trials_here == 0 and again.n_finished == 10
+    more = run_search(replace(world.config, n_trials=13), progress=False)
+    assert more.n_finished == 13 and more.trials_here == 3
+    rows = lb.query(db_url=world.url, study=searched.study_name)
+    assert len({r["trial_number"] for r in rows}) == len(rows) == more.n_complete
+
+
+@pytest.mark.slow
+def test_pruning_lowers_examples_scored(world, searched):
+    off = run_search(replace(world.config, pruning=False, heldout_top_n=0), progress=False)
+    assert off.study_name != searched.study_name
+    assert off.n_pruned == 0 and off.examples_scored == 10 * SEARCH_SIZE
+    assert searched.n_pruned > 0
+    assert searched.examples_scored < off.examples_scored
+
+
+@pytest.mark.slow
+def test_export_cli_rebuilds_the_best_row(world, searched, tmp_path):
+    from search.data import load_split
+    from search.modeling import load_seq2seq
+    from search.scoring import Scorer
+
+    dispose_engines()
+    out = taskvec(
+        "export",
+        "--study",
+        searched.study_name,
+        "--out",
+        str(tmp_path / "merged"),
+        "--db",
+        world.url,
+        home=world.home,
+    )
+    assert out.returncode == 0, out.stderr
+    model, tok = load_seq2seq(tmp_path / "merged")
+    split = load_split(TASK, split="search", data_dir=world.zoo / "glue", size=SEARCH_SIZE)
+    assert Scorer(model, tok, split).score().score == pytest.approx(searched.best_score_search, abs=1e-9)
+    assert (tmp_path / "merged" / "recipe.yaml").is_file()
+    board = taskvec(
+        "leaderboard", "--json", "--study", searched.study_name, "--db", world.url, home=world.home
+    )
+    assert board.returncode == 0, board.stderr
+    assert json.loads(board.stdout)[0]["trial_number"] == searched.best_trial
+
+
+def test_bad_inputs_raise_one_line_errors(world, tmp_path):
+    def err(db=world.url, **changes):
+        with pytest.raises(TaskvecError) as info:
+            run_search(replace(world.config, **changes), progress=False) if db == world.url else run_search(
+                replace(world.config, db_url=db, **changes), progress=False
+            )
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    assert "unknown task" in err(task="qnli")
+    assert "unknown sampler" in err(sampler="grid")
+    assert "target is incompatible" in err(target="pico/t5-pico-seed1")
+    assert "not in the registry" in err(target="pico/nope")
+    assert "registry is empty" in err(db=f"sqlite:///{tmp_path / 'e.db'}")
+    # rte's target was never screened in this world.
+    assert "taskvec screen" in err(
+        task="rte", target="pico/t5-pico-rte", storage=f"sqlite:///{tmp_path / 'o.db'}"
+    )
+
+
+@pytest.mark.slow
+def test_cli_unreachable_storage_is_one_line_without_password(world, tmp_path):
+    out = taskvec(
+        "search",
+        "--task",
+        TASK,
+        "--target",
+        TARGET,
+        "--data",
+        str(world.zoo / "glue"),
+        "--db",
+        world.url,
+        "--storage",
+        "postgresql://taskvec:s3cret@127.0.0.1:1/nodb",
+        home=tmp_path,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "cannot open the Optuna storage" in out.stderr and "s3cret" not in out.stderr
