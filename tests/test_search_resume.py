@@ -1,0 +1,90 @@
+"""A search killed with SIGKILL mid-run resumes to the asked number of trials, losing no completed trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+
+import optuna
+import pytest
+from search_world import SEARCH_SIZE, sync_zoo
+
+from registry.db import dispose_engines
+from search.screen import screen
+
+N_TRIALS = 16
+
+
+def _rows(db_path) -> list[int]:
+    try:
+        with sqlite3.connect(db_path, timeout=30) as conn:
+            return [n for (n,) in conn.execute("SELECT trial_number FROM leaderboard WHERE study = 'killed'")]
+    except sqlite3.OperationalError:  # table not created yet
+        return []
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_completes_without_loss_or_duplicates(tiny_zoo, tmp_path):
+    db_path, storage_path = tmp_path / "taskvec.db", tmp_path / "optuna.db"
+    url = f"sqlite:///{db_path}"
+    sync_zoo(tiny_zoo, db_url=url)
+    screen(
+        task="sst2",
+        target="pico/t5-pico-sst2",
+        db_url=url,
+        data_dir=tiny_zoo / "glue",
+        lambdas=(0.2, 0.5, 1.0),
+        search_size=SEARCH_SIZE,
+        progress=False,
+    )
+    dispose_engines()
+    cmd = [
+        sys.executable, "-m", "search.cli", "search", "--task", "sst2", "--target", "pico/t5-pico-sst2",
+        "--data", str(tiny_zoo / "glue"), "--search-size", str(SEARCH_SIZE), "--top-k", "4",
+        "--trials", str(N_TRIALS), "--study", "killed", "--db", url, "--storage", f"sqlite:///{storage_path}",
+        "--heartbeat", "1", "--grace", "3",
+    ]  # fmt: skip
+    env = {**os.environ, "TASKVEC_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(_rows(db_path)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the search finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = set(_rows(db_path))
+    assert len(before) >= 2
+
+    storage = f"sqlite:///{storage_path}"
+    study = optuna.load_study(study_name="killed", storage=storage)
+    finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert len(study.get_trials(states=finished_states)) < N_TRIALS
+    running_at_kill = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))}
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+    study = optuna.load_study(study_name="killed", storage=storage)
+    assert len(study.get_trials(states=finished_states)) == N_TRIALS
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    complete = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    after = _rows(db_path)
+    assert len(after) == len(set(after)), "duplicate leaderboard rows"
+    assert set(after) == complete, "a completed trial is missing from the leaderboard (or a row has no trial)"
+    assert before <= set(after), "a row written before the kill was lost"
+    # The trial in flight at the kill was declared dead by heartbeat and retried with the same parameters.
+    failed = {t.number: t for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = {
+            optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t): t
+            for t in study.get_trials()
+        }
+    for number in running_at_kill:
+        assert number in failed
+        assert number in retried and retried[number].params == failed[number].params
