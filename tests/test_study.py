@@ -271,3 +271,15 @@ def test_cli_unreachable_storage_is_one_line_without_password(world, tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "cannot open the Optuna storage" in out.stderr and "s3cret" not in out.stderr
+
+
+@pytest.mark.slow
+def test_refresh_heldout_rebuilds_rows_from_the_registry(world, searched):
+    """`leaderboard --refresh`: rows beyond the search's top 3 get held-out scores, rebuilt from the rows."""
+    before = lb.query(db_url=world.url, study=searched.study_name)
+    n = lb.refresh_heldout(db_url=world.url, study=searched.study_name, top_n=5)
+    after = lb.query(db_url=world.url, study=searched.study_name)
+    assert n == sum(1 for r in before[:5] if r["score_heldout"] is None)
+    assert all(r["score_heldout"] is not None for r in after[:5])
+    assert [r["score_heldout"] for r in after[:3]] == [r["score_heldout"] for r in before[:3]]
+    assert lb.refresh_heldout(db_url=world.url, study=searched.study_name, top_n=5) == 0  # idempotent
