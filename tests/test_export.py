@@ -12,8 +12,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from registry.errors import ModelError
-from search.export import Recipe, export_merged, merge, parse_addition, parse_options, pin, reproduce
+from registry.errors import ModelError, TaskvecError
+from search.export import Recipe, Ref, export_merged, merge, parse_addition, parse_options, pin, reproduce
 from tests.t5_repos import new_t5, save_repo
 from tests.test_taskvector import make_base, make_finetune
 
@@ -226,3 +226,39 @@ def test_export_round_trip_scores_on_the_zoo(tiny_zoo, tmp_path):
     assert (again.predictions == live.predictions).all()
     assert abs(float((again.margins - live.margins).max())) <= 1e-5
     assert (live.predictions != before.predictions).any()  # the composition really changed the model
+
+
+@pytest.mark.slow
+def test_recipe_of_registry_repo_ids_rebuilds_through_the_registry(tiny_zoo, tmp_path):
+    """Recipes naming repo ids (as leaderboard rows do) find their pinned folders through the registry."""
+    from registry.sources.local import content_sha
+    from registry.sync import sync
+
+    db_url = f"sqlite:///{tmp_path / 'reg.db'}"
+    hub = tiny_zoo / "hub"
+    sync(base="pico/t5-pico", source=str(hub), search="food-sst2-a", db_url=db_url, progress=False)
+    sync(base="pico/t5-pico", source=str(hub), search="t5-pico-sst2", db_url=db_url, progress=False)
+
+    def ref(name: str) -> dict:
+        return {"repo_id": name, "revision": content_sha(hub / name)}
+
+    recipe = Recipe.model_validate(
+        {
+            "base": ref("pico/t5-pico"),
+            "target": ref("pico/t5-pico-sst2"),
+            "ingredients": [{**ref("pico/t5-pico-food-sst2-a"), "coefficient": 0.9}],
+        }
+    )
+    by_registry = export_merged(recipe=recipe, out=tmp_path / "reg", db_url=db_url)
+    by_path, _ = merge(
+        base=str(hub / "pico/t5-pico"),
+        target=str(hub / "pico/t5-pico-sst2"),
+        additions=[(str(hub / "pico/t5-pico-food-sst2-a"), 0.9)],
+        out=tmp_path / "path",
+    )
+    assert (by_registry / "model.safetensors").read_bytes() == (by_path / "model.safetensors").read_bytes()
+    assert Recipe.load(by_registry / "recipe.yaml") == recipe
+    stale = recipe.model_copy(update={"target": Ref(repo_id="pico/t5-pico-sst2", revision="0" * 40)})
+    with pytest.raises(TaskvecError):
+        export_merged(recipe=stale, out=tmp_path / "stale", db_url=db_url)
+    assert not (tmp_path / "stale").exists()
