@@ -270,3 +270,32 @@ def test_vector_cache_mmap_bf16_and_corruption(tmp_path):
     path.write_bytes(path.read_bytes()[:100])  # a damaged entry is rebuilt, not trusted
     v3 = load_vector(**kw)
     assert all(torch.equal(v3.deltas[n], t) for n, t in direct.deltas.items())
+
+
+def test_composer_with_bf16_vectors_and_a_bf16_model(tmp_path):
+    base = make_base(tmp_path, "original")
+    target = make_finetune(base, tmp_path / "target", seed=1)
+    cands = [make_finetune(base, tmp_path / f"c{i}", seed=20 + i) for i in range(2)]
+    kw = dict(base_dir=base, base_revision="b" * 40, cache_dir=tmp_path / "cache")
+    fp32 = [load_vector(**kw, candidate_dir=c, candidate_revision=f"{i}" * 40) for i, c in enumerate(cands)]
+    bf16 = [
+        load_vector(**kw, candidate_dir=c, candidate_revision=f"{i}" * 40, dtype=torch.bfloat16)
+        for i, c in enumerate(cands)
+    ]
+    coefs = [0.6, -0.3]
+    ref32 = merge_state(target=target, vectors=fp32, coefficients=coefs)
+    ref16 = merge_state(target=target, vectors=bf16, coefficients=coefs)
+
+    model = load_model(target)
+    Composer(model, target=target, vectors=bf16).apply(coefs)
+    params = model_parameters(model)
+    assert max(float((params[n].detach() - ref16[n]).abs().max()) for n in ref16) <= 1e-6
+    # bf16 storage moves weights by at most ~2^-8 of each delta's size
+    tau_max = max(float(t.abs().max()) for v in fp32 for t in v.deltas.values())
+    assert max(float((params[n].detach() - ref32[n]).abs().max()) for n in ref32) <= 2**-8 * tau_max
+
+    half = load_model(target).to(torch.bfloat16)
+    Composer(half, target=target, vectors=fp32).apply(coefs)
+    hp = model_parameters(half)
+    assert all(hp[n].dtype == torch.bfloat16 for n in hp)
+    assert all(torch.equal(hp[n].detach(), ref32[n].to(torch.bfloat16)) for n in ref32)  # rounded once
