@@ -510,10 +510,12 @@ def run_finetune_job(
     """
     import torch
     from transformers import AutoTokenizer, T5ForConditionalGeneration
+    from transformers.utils import logging as hf_logging
 
     from search.finetune import model_card, save_checkpoint, subsample, task_pairs, train_seq2seq
     from search.glue import get_task
 
+    hf_logging.disable_progress_bar()  # the zoo's own bar reports progress
     torch.set_num_threads(1)
     root = Path(out)
     base_dir = root / "hub" / BASE_REPO
