@@ -553,10 +553,11 @@ class Objective:
         last = self.scorer.sizes[-1]
         for n, metrics in self.scorer.iter_scores():
             # Each prefix adds only its new examples: a trial stopped at prefix n scored n examples.
-            trial.set_user_attr("examples_scored", n)
             trial.report(metrics["score"], n)
             if self.pruning and n < last and trial.should_prune():
+                trial.set_user_attr("examples_scored", n)
                 raise optuna.TrialPruned(f"score {metrics['score']:.2f} on {n} examples")
+        trial.set_user_attr("examples_scored", last)
         trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
         return float(metrics["score"])
 
@@ -905,8 +906,9 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
             job = bar.add_task(f"search {config.task}", total=config.n_trials, best="")
             while True:
                 complete, pruned, running, waiting = _finished_counts(study)
-                best = _best_text(study, meta)
-                bar.update(job, completed=min(complete + pruned, config.n_trials), best=best)
+                if progress:
+                    best = _best_text(study, meta)
+                    bar.update(job, completed=min(complete + pruned, config.n_trials), best=best)
                 if complete + pruned >= config.n_trials:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
