@@ -2,9 +2,9 @@
 
 Three plots, drawn with matplotlib's Agg canvas (no display, no global pyplot state):
 - `history.png`: every completed trial's search score by trial number, the running best, the target.
-- `importance.png`: how much each search parameter matters. Optuna's fANOVA importance when the study
-  has enough completed trials with a shared search space; otherwise |Spearman correlation| between each
-  parameter and the score, labelled as such (a small study cannot support fANOVA).
+- `importance.png`: how much each candidate's effective coefficient (0 when left out) matters: Optuna's
+  fANOVA (seeded) when the study has enough completed trials, else |Spearman correlation| with the score,
+  labelled as such (a small study cannot support fANOVA).
 - `coefficients.png`: per candidate, its coefficient in each completed trial against that trial's score
   (read from the leaderboard's ingredients, so it does not depend on how the study names parameters).
 
@@ -18,6 +18,7 @@ import html
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,42 +103,88 @@ def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     )
 
 
-def param_importances(study: optuna.Study) -> Importance:
-    """Importance of each search parameter for the score.
+def coefficient_table(
+    study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial]
+) -> dict[str, list[float]]:
+    """Each candidate's effective coefficient in each trial (0 when the candidate was left out).
 
-    Args:
-        study: a study whose direction is maximize or minimize (single objective).
+    A taskvec study names its parameters `use:<repo>` and `lambda:<repo>` (the lambda exists only when
+    the candidate is used), so Optuna's own importance would see only the inclusion flags; the effective
+    coefficient is what the composition used. A study without taskvec's context falls back to its numeric
+    parameters, an absent one counting 0.
 
     Returns:
-        An `Importance`; empty values when no parameter varies.
+        name -> one value per trial, in the order of `trials`.
+    """
+    meta = study.user_attrs.get("taskvec") or {}
+    repos = [c["repo_id"] for c in meta.get("candidates") or []]
+    if repos:
+        from search.study import coefficients_from_params
+
+        rows = [coefficients_from_params(t.params, repos) for t in trials]
+        return {repo: [row[i] for row in rows] for i, repo in enumerate(repos)}
+    names = sorted({n for t in trials for n, v in t.params.items() if isinstance(v, int | float | bool)})
+    return {n: [float(t.params.get(n, 0.0)) for t in trials] for n in names}
+
+
+def param_importances(study: optuna.Study) -> Importance:
+    """Importance of each candidate's coefficient (or each numeric parameter) for the score.
+
+    fANOVA (seeded) over the effective coefficients when there are enough completed trials, else
+    |Spearman rho| between each coefficient and the score.
+
+    Args:
+        study: a single-objective study.
+
+    Returns:
+        An `Importance`, most important first; empty values when nothing varies.
     """
     trials = completed_trials(study)
-    if len(trials) >= MIN_TRIALS_FOR_FANOVA:
-        try:
-            values = optuna.importance.get_param_importances(study)
-            if values and all(math.isfinite(v) for v in values.values()):
-                return Importance(values=dict(values), method="fanova")
-        except (ValueError, RuntimeError):  # conditional spaces, constant params: fall back below
-            pass
-    return Importance(values=_spearman_importances(trials), method="spearman")
+    table = {n: v for n, v in coefficient_table(study, trials).items() if len(set(v)) > 1}
+    values = [float(t.value) for t in trials]
+    if len(trials) >= MIN_TRIALS_FOR_FANOVA and table and len(set(values)) > 1:
+        fanova = _fanova(table, values, direction=study.direction)
+        if fanova:
+            return Importance(values=fanova, method="fanova")
+    return Importance(values=_spearman_importances(table, values), method="spearman")
 
 
-def _spearman_importances(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, float]:
-    """|Spearman rho| of each numeric parameter with the value; a parameter absent in a trial counts 0.
+def _fanova(
+    table: dict[str, list[float]], values: list[float], *, direction: optuna.study.StudyDirection
+) -> dict[str, float]:
+    """fANOVA importances of the table's columns, through a throwaway in-memory study."""
+    from optuna.distributions import FloatDistribution
 
-    An absent coefficient means the candidate was not included, which is coefficient 0 in effect.
-    """
-    if len(trials) < 3:
+    dists = {n: FloatDistribution(min(v), max(v)) for n, v in table.items()}
+    shadow = optuna.create_study(direction=direction)
+    shadow.add_trials(
+        optuna.trial.create_trial(params={n: table[n][i] for n in table}, distributions=dists, value=value)
+        for i, value in enumerate(values)
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = optuna.importance.get_param_importances(
+                shadow, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
+    except (ValueError, RuntimeError):  # degenerate inputs: the caller falls back to Spearman
         return {}
-    names = sorted({name for t in trials for name in t.params})
-    y = _ranks(np.array([t.value for t in trials], dtype=float))
+    if not out or not all(math.isfinite(v) for v in out.values()):
+        return {}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _spearman_importances(table: dict[str, list[float]], values: list[float]) -> dict[str, float]:
+    """|Spearman rho| of each column with the values (columns or values without variation are left out)."""
+    if len(values) < 3:
+        return {}
+    y = _ranks(np.array(values, dtype=float))
+    if np.std(y) == 0:
+        return {}
     out: dict[str, float] = {}
-    for name in names:
-        raw = [t.params.get(name, 0.0) for t in trials]
-        if not all(isinstance(v, int | float | bool) for v in raw):
-            continue
-        x = _ranks(np.array(raw, dtype=float))
-        if np.std(x) == 0 or np.std(y) == 0:
+    for name, column in table.items():
+        x = _ranks(np.array(column, dtype=float))
+        if np.std(x) == 0:
             continue
         out[name] = float(abs(np.corrcoef(x, y)[0, 1]))
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))

@@ -138,6 +138,27 @@ def test_importance_finds_the_coefficient_that_matters(study_env) -> None:
     assert max(imp.values, key=imp.values.get) == "coef_0"
 
 
+def test_importance_is_over_effective_coefficients_of_a_taskvec_study() -> None:
+    """`use:`/`lambda:` parameters become one coefficient per candidate (0 when left out)."""
+    from search.study import lambda_param, use_param
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=2))
+    study.set_user_attr("taskvec", {"candidates": [{"repo_id": r} for r in REPOS]})
+
+    def objective(trial: optuna.Trial) -> float:
+        coefs = []
+        for repo in REPOS:
+            use = trial.suggest_categorical(use_param(repo), [False, True])
+            coefs.append(trial.suggest_float(lambda_param(repo), 0.0, 1.0) if use else 0.0)
+        return TARGET_SEARCH + 20.0 * coefs[0]
+
+    study.optimize(objective, n_trials=16)
+    imp = report.param_importances(study)
+    assert imp.method == "fanova"
+    assert set(imp.values) <= set(REPOS)
+    assert max(imp.values, key=imp.values.get) == "pico/helpful"
+
+
 def test_importance_falls_back_on_few_trials(tmp_path: Path) -> None:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
     study.optimize(lambda t: 10 * t.suggest_float("a", 0, 1) + 0 * t.suggest_float("b", 0, 1), n_trials=5)
