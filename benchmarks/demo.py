@@ -43,6 +43,7 @@ class DemoConfig:
         top_k: screened candidates entering each search.
         heldout_top_n: best trials per study scored on the held-out split.
         search_size: examples in each search split (None: the data module's default).
+        lambdas: the screening grid.
         progress: show progress bars.
     """
 
@@ -55,6 +56,7 @@ class DemoConfig:
     top_k: int = 4
     heldout_top_n: int = 3
     search_size: int | None = None
+    lambdas: tuple[float, ...] = DEMO_LAMBDAS
     progress: bool = True
 
 
@@ -99,6 +101,27 @@ def demo_urls(out: Path) -> tuple[str, str]:
     return f"sqlite:///{home / 'taskvec.db'}", f"sqlite:///{home / 'optuna.db'}"
 
 
+def ensure_zoo(path: Path, *, seed: int, scale: str, progress: bool) -> Path:
+    """Reuse the complete zoo at `path` whatever its scale and seed, else build one with these.
+
+    Returns:
+        The zoo folder.
+
+    Raises:
+        DataError: if the build fails or `path` holds an unusable zoo.
+    """
+    from benchmarks.zoo import build
+
+    stamp = path / ".complete"
+    if stamp.is_file():
+        try:
+            info = json.loads(stamp.read_text())
+            seed, scale = int(info["seed"]), str(info["scale"])
+        except (ValueError, KeyError, TypeError):
+            pass  # an unreadable stamp: let build() report on the folder
+    return build(out=path, seed=seed, scale=scale, progress=progress)
+
+
 def run_demo(config: DemoConfig) -> DemoSummary:
     """Run the demo pipeline end to end.
 
@@ -111,7 +134,6 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     Raises:
         TaskvecError: a stage failed with a user-facing reason (one line).
     """
-    from benchmarks.zoo import build
     from registry.sync import sync
     from search.report import write_report
     from search.screen import screen
@@ -126,7 +148,9 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    zoo = build(out=config.zoo or out / "zoo", seed=config.seed, scale=config.scale, progress=config.progress)
+    zoo = ensure_zoo(
+        config.zoo or out / "zoo", seed=config.seed, scale=config.scale, progress=config.progress
+    )
     timings["zoo_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -143,7 +167,7 @@ def run_demo(config: DemoConfig) -> DemoSummary:
             target=target,
             db_url=db_url,
             data_dir=zoo,
-            lambdas=DEMO_LAMBDAS,
+            lambdas=config.lambdas,
             search_size=config.search_size,
             progress=config.progress,
         )
@@ -225,16 +249,16 @@ def leaderboard_table(results: Sequence[TaskResult]):
     table = Table(title="taskvec demo: target vs best composition (chosen on the search split)")
     for col, justify in (
         ("task", "left"),
-        ("target search", "right"),
-        ("best search", "right"),
-        ("gain", "right"),
-        ("target held-out", "right"),
-        ("best held-out", "right"),
-        ("gain", "right"),
-        ("trials (pruned)", "right"),
-        ("composition", "left"),
+        ("search\ntarget", "right"),
+        ("search\nbest", "right"),
+        ("search\ngain", "right"),
+        ("held-out\ntarget", "right"),
+        ("held-out\nbest", "right"),
+        ("held-out\ngain", "right"),
+        ("trials\n(pruned)", "right"),
+        ("composition (candidate x coefficient)", "left"),
     ):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, overflow="fold")
     for r in results:
         table.add_row(
             r.task,
@@ -300,11 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=DemoConfig.trials, help="Finished trials per study.")
     parser.add_argument("--top-k", type=int, default=DemoConfig.top_k, help="Candidates per search.")
     parser.add_argument("--tasks", default=",".join(GLUE_TASKS), help="Comma-separated GLUE tasks.")
+    parser.add_argument("--search-size", type=int, default=None, help="Examples in each search split.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     args = parser.parse_args(argv)
 
     import torch
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load drowns the demo's output
     # Two cores shared by the scorer and the sampler: more threads only contend.
     torch.set_num_threads(min(2, torch.get_num_threads()))
     config = DemoConfig(
@@ -313,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale=args.scale,
         trials=args.trials,
         top_k=args.top_k,
+        search_size=args.search_size,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         progress=not args.quiet,
     )
@@ -323,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - started
-    console = Console()
+    console = Console(width=max(120, Console().width))  # the table stays readable when piped to a file
     console.print()
     console.print(leaderboard_table(summary.results))
     console.print(f"report: {summary.report}", highlight=False)

@@ -1,0 +1,85 @@
+"""The demo pipeline end to end on the tiny zoo: sync, screen and search each GLUE task, reports; rerun resumes.
+
+The budget is tiny (a few trials per task), so the test checks the pipeline's bookkeeping, not the size of
+the gains: the demo's table agrees with the leaderboard, held-out scores exist for the best trials, the
+reports are written, and a rerun adds no trial and no row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from benchmarks import demo
+from search import leaderboard
+
+TRIALS = 3
+# Two tasks (single sentences and pairs), small splits: the pipeline's bookkeeping, within the test budget.
+TASKS = ("sst2", "mrpc")
+SEARCH_SIZE = 100
+
+
+@pytest.mark.slow
+def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TASKVEC_HOME", str(tmp_path / "elsewhere"))  # the demo must use its own home
+    out = tmp_path / "demo"
+    config = demo.DemoConfig(
+        out=out,
+        zoo=tiny_zoo,
+        tasks=TASKS,
+        trials=TRIALS,
+        top_k=2,
+        heldout_top_n=1,
+        search_size=SEARCH_SIZE,
+        lambdas=(1.0,),
+        progress=False,
+    )
+    summary = demo.run_demo(config)
+
+    db_url, storage = demo.demo_urls(out)
+    assert summary.db_url == db_url and (out / "home" / "taskvec.db").is_file()
+    assert [r.task for r in summary.results] == list(config.tasks)
+    for r in summary.results:
+        rows = leaderboard.query(db_url=db_url, study=r.study)
+        assert rows, f"{r.task}: no leaderboard rows"
+        best = rows[0]
+        # the table reports the leaderboard's best row of the study, chosen on the search split
+        assert r.best_score_search == pytest.approx(max(x["score_search"] for x in rows))
+        assert r.best_trial == best["trial_number"]
+        assert r.best_score_heldout is not None and r.target_score_heldout is not None
+        assert r.best_score_heldout == pytest.approx(best["score_heldout"])
+        assert r.ingredients == best["ingredients"]
+        study = optuna.load_study(study_name=r.study, storage=storage)
+        finished = [
+            t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL
+        ]
+        assert len(finished) == TRIALS == r.n_finished
+        assert (out / r.report).is_file() and (out / r.report).with_name("history.png").is_file()
+    index = (out / "report" / "index.html").read_text()
+    assert all(f">{t}</a>" in index and f"{t}/index.html" in index for t in config.tasks)
+
+    # rerun: everything is reused, no new trial, no duplicate row
+    before = {r.study: len(leaderboard.query(db_url=db_url, study=r.study)) for r in summary.results}
+    again = demo.run_demo(config)
+    assert [r.best_score_search for r in again.results] == [r.best_score_search for r in summary.results]
+    assert {r.study: len(leaderboard.query(db_url=db_url, study=r.study)) for r in again.results} == before
+    assert again.timings["zoo_s"] < 5
+
+    # the command prints the table and ends with one JSON object
+    capsys.readouterr()
+    assert (
+        demo.main(
+            [
+                *("--out", str(out), "--zoo", str(tiny_zoo), "--trials", str(TRIALS), "--top-k", "2"),
+                *("--tasks", ",".join(TASKS), "--search-size", str(SEARCH_SIZE), "--quiet"),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert "target vs best composition" in "\n".join(printed)
+    last = json.loads(printed[-1])
+    assert set(last["tasks"]) == set(config.tasks)
