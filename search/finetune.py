@@ -231,7 +231,10 @@ def save_checkpoint(
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would make a shared zoo unreadable to others
         config = model.config.to_dict()
-        config.pop("transformers_version", None)  # keep files identical across library versions
+        # Keep files identical however the model was loaded: no library version, no source path.
+        for key in ("transformers_version", "_name_or_path"):
+            config.pop(key, None)
+        config["dtype"] = str(next(iter(model.parameters())).dtype).removeprefix("torch.")
         config["architectures"] = [type(model).__name__]
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tensors = dict(sorted((state if state is not None else state_dict_for_saving(model)).items()))
@@ -242,6 +245,7 @@ def save_checkpoint(
         else:
             raise ValueError(f"unknown weights_format {weights_format!r}")
         tokenizer.save_pretrained(str(tmp))
+        _normalize_tokenizer_config(tmp / "tokenizer_config.json")
         (tmp / MODEL_CARD).write_text(card)
         for path in tmp.iterdir():
             path.chmod(0o644)
@@ -252,6 +256,28 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+_LOAD_TIME_KEYS = (
+    "name_or_path",
+    "is_local",
+    "local_files_only",
+    "_commit_hash",
+    "max_length",
+    "stride",
+    "truncation_side",
+    "truncation_strategy",
+)
+
+
+def _normalize_tokenizer_config(path: Path) -> None:
+    # save_pretrained echoes how the tokenizer was loaded (its path) and last called (truncation): drop that.
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    for key in _LOAD_TIME_KEYS:
+        config.pop(key, None)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def finetune(

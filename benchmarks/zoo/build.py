@@ -22,7 +22,7 @@ import pandas as pd
 from benchmarks.zoo import grammar
 from registry.errors import DataError
 
-ZOO_VERSION = 1
+ZOO_VERSION = 3  # bump when outputs change: caches of older builders are rebuilt
 STAMP = ".complete"
 BASE_REPO = "pico/t5-pico"
 LICENSE = "apache-2.0"
@@ -44,7 +44,7 @@ class Scale:
 
 SCALES = {
     "full": Scale((2000, 600, 300), (3000, 300, 100), 20000, 1500, 300, 600, 60),
-    "tiny": Scale((800, 200, 50), (1500, 100, 20), 8000, 800, 200, 400, 20),
+    "tiny": Scale((800, 200, 50), (1500, 100, 20), 8000, 800, 200, 500, 20),
 }
 
 
@@ -239,6 +239,13 @@ class _World:
     manifest: dict = field(default_factory=dict)
 
 
+def _read_stamp(out: Path) -> dict | None:
+    try:
+        return json.loads((Path(out) / STAMP).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def is_complete(out: Path, *, seed: int, scale: str) -> bool:
     """Whether `out` holds a finished build with this seed, scale and builder version."""
     stamp = Path(out) / STAMP
@@ -281,10 +288,12 @@ def build(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_complete(out, seed=seed, scale=scale):
             return out
-        if (out / STAMP).is_file():
-            raise DataError(
-                f"{out}: holds a complete zoo of another seed/scale/version; choose another --out"
-            )
+        stamp = _read_stamp(out)
+        if stamp is not None:
+            if (stamp.get("seed"), stamp.get("scale")) != (seed, scale):
+                raise DataError(f"{out}: holds a complete zoo of another seed/scale; choose another --out")
+            # Same seed and scale from an older builder: rebuild from scratch.
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         _build_locked(out=out, seed=seed, scale=scale, progress=progress, workers=workers)
     return out
