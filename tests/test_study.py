@@ -283,3 +283,14 @@ def test_refresh_heldout_rebuilds_rows_from_the_registry(world, searched):
     assert all(r["score_heldout"] is not None for r in after[:5])
     assert [r["score_heldout"] for r in after[:3]] == [r["score_heldout"] for r in before[:3]]
     assert lb.refresh_heldout(db_url=world.url, study=searched.study_name, top_n=5) == 0  # idempotent
+
+
+@pytest.mark.slow
+def test_ties_search_records_its_options(world):
+    s = run_search(
+        replace(world.config, method="ties", n_trials=3, heldout_top_n=0, pruning=False), progress=False
+    )
+    assert s.n_finished == 3 and "-ties-" in s.study_name
+    rows = lb.query(db_url=world.url, study=s.study_name)
+    assert rows and all(r["method"] == "ties" for r in rows)
+    assert "density" in rows[0]["method_options"]  # defaults filled in: the row rebuilds exactly
