@@ -3,7 +3,7 @@
 Scores are the paper's metric x100: MRPC mean(F1 of class 1, accuracy), CoLA Matthews correlation,
 RTE and SST-2 accuracy. Metrics come from scikit-learn exactly as GLUE defines them (`evaluate` needs
 the Hub). An unparseable prediction (label id -1, e.g. a generation that is not a label word) always
-counts as wrong, as in T5.
+counts as wrong, as in T5: a wrong label for accuracy and F1, a class of its own for MCC.
 """
 
 from __future__ import annotations
@@ -92,10 +92,11 @@ class TaskSpec:
             raise DataError(
                 f"{self.name}: gold label {int(y[bad_gold][0])} is not one of the task's ids {self.label_ids}"
             )
-        # Anything that is not a label id (INVALID_LABEL from an unparseable generation) counts as wrong
-        # whatever the metric: replace it by a wrong label, as T5's `f1_score_with_invalid` does.
+        # Anything that is not a label id (INVALID_LABEL from an unparseable generation) counts as wrong.
         invalid = ~np.isin(p, ids)
+        raw = np.where(invalid, INVALID_LABEL, p)
         if invalid.any():
+            # For F1 and accuracy: replace it by a wrong label, as T5's `f1_score_with_invalid` does.
             p = p.copy()
             other = {lab: next(o for o in self.label_ids if o != lab) for lab in self.label_ids}
             p[invalid] = [other[int(t)] for t in y[invalid]]
@@ -103,8 +104,11 @@ class TaskSpec:
         if self.metric == "accuracy":
             return {"accuracy": acc, "score": acc}
         if self.metric == "mcc":
-            # sklearn returns 0.0 when one class is never predicted (the GLUE convention).
-            mcc = 100.0 * float(matthews_corrcoef(y, p))
+            # As T5 computes it: INVALID_LABEL stays a class of its own, so invalid outputs carry no
+            # information (all invalid -> 0) instead of looking perfectly anti-correlated (-100) as the
+            # wrong-label substitution would make them. sklearn returns 0.0 when one class is never
+            # predicted (the GLUE convention).
+            mcc = 100.0 * float(matthews_corrcoef(y, raw))
             return {"mcc": mcc, "accuracy": acc, "score": mcc}
         if self.metric == "f1_acc":
             f1 = 100.0 * float(f1_score(y, p, pos_label=1, average="binary", zero_division=0.0))

@@ -40,7 +40,8 @@ Mode = Literal["rank", "generate"]
 # length-sorted inputs waste less on padding; a GPU wants far larger batches to fill the device.
 CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 65536
-DEFAULT_MAX_BATCH = 128
+CPU_MAX_BATCH = 128
+GPU_MAX_BATCH = 1024
 DEFAULT_MAX_INPUT_LENGTH = 512
 _CACHE_SIZE = 16
 
@@ -212,7 +213,7 @@ class Scorer:
         mode: `rank` (default) or `generate`.
         batch_tokens: padded input tokens per batch (dynamic batch size); None picks a default for the
             model's device.
-        max_batch: cap on examples per batch.
+        max_batch: cap on examples per batch; None picks a default for the model's device.
         max_input_length: truncation of inputs.
         order_seed: seed of the fixed permutation whose prefixes `score(prefix=n)` scores.
         autocast_dtype: e.g. `torch.bfloat16` to run under autocast; None (default) runs the model's dtype.
@@ -230,7 +231,7 @@ class Scorer:
         *,
         mode: Mode = "rank",
         batch_tokens: int | None = None,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int | None = None,
         max_input_length: int = DEFAULT_MAX_INPUT_LENGTH,
         order_seed: int = 0,
         autocast_dtype: torch.dtype | None = None,
@@ -244,9 +245,11 @@ class Scorer:
         self.split = split
         self.spec = get_task(split.task)
         self.mode = mode
+        on_gpu = next(model.parameters()).device.type != "cpu"
         if batch_tokens is None:
-            on_gpu = next(model.parameters()).device.type != "cpu"
             batch_tokens = GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS
+        if max_batch is None:
+            max_batch = GPU_MAX_BATCH if on_gpu else CPU_MAX_BATCH
         self.batch_tokens = batch_tokens
         self.max_batch = max_batch
         self.max_input_length = max_input_length

@@ -81,8 +81,20 @@ def test_invalid_prediction_counts_as_wrong():
     assert m["f1"] == pytest.approx(50.0)
     all_invalid = get_task("rte").compute_metrics([0, 1], [INVALID_LABEL, INVALID_LABEL])
     assert all_invalid["score"] == 0.0
-    # Any id that is not a label id is invalid too, never silently a class of its own.
+    # Any id that is not a label id is invalid too.
     assert get_task("cola").compute_metrics([0, 1, 1], [0, 7, 1])["accuracy"] == pytest.approx(200 / 3)
+
+
+def test_invalid_predictions_in_mcc_are_a_class_of_their_own():
+    cola = get_task("cola")
+    # All invalid carries no information: 0, not the -100 a wrong-label substitution would give.
+    assert cola.compute_metrics([0, 1, 0, 1], [INVALID_LABEL] * 4)["mcc"] == 0.0
+    # gold 0 1 0 1, pred 0 1 -1 -1. Multiclass MCC over classes (-1, 0, 1): true counts t = (0, 2, 2),
+    # predicted counts p = (2, 1, 1), correct c = 2, n = 4:
+    # (c*n - t.p) / sqrt((n^2 - p.p)(n^2 - t.t)) = (8 - 4) / sqrt((16 - 6)(16 - 8)) = 4 / sqrt(80)
+    m = cola.compute_metrics([0, 1, 0, 1], [0, 1, INVALID_LABEL, INVALID_LABEL])
+    assert m["mcc"] == pytest.approx(100 * 4 / math.sqrt(80))
+    assert m["accuracy"] == 50.0
 
 
 @pytest.mark.parametrize(
