@@ -202,3 +202,32 @@ def test_rebuild_is_byte_identical(tiny_zoo: Path, tmp_path: Path) -> None:
     assert first.keys() == second.keys() and len(first) > 40
     differing = sorted(k for k in first if first[k] != second[k])
     assert not differing, differing
+
+
+def test_each_target_has_a_candidate_that_really_helps(tiny_zoo: Path) -> None:
+    """target + 1.0 * tau of its best designed helper beats the target by > 3 points on validation."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    manifest = load_manifest(tiny_zoo)
+    hub = tiny_zoo / "hub"
+    base = load_file(str(hub / manifest["base"] / "model.safetensors"))
+    tok = AutoTokenizer.from_pretrained(hub / manifest["base"])
+    model = AutoModelForSeq2SeqLM.from_pretrained(hub / manifest["base"])
+
+    def score(state: dict, task: str, frame: pd.DataFrame) -> float:
+        model.load_state_dict(state, strict=False)
+        model.tie_weights()
+        return rank_score(model, tok, task=task, frame=frame)
+
+    for task, target_repo in manifest["targets"].items():
+        frame = pd.read_parquet(tiny_zoo / "glue" / task / "validation-00000-of-00001.parquet")
+        target = load_file(str(hub / target_repo / "model.safetensors"))
+        alone = score(target, task, frame)
+        helped = []
+        for repo, info in manifest["repos"].items():
+            if info["role"] == "candidate" and task in info["helps"]:
+                cand = load_file(str(hub / repo / "model.safetensors"))
+                helped.append(score({k: target[k] + cand[k] - base[k] for k in target}, task, frame))
+        assert max(helped) > alone + 3.0, f"{task}: target {alone:.1f}, with helpers {helped}"
