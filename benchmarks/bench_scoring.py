@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     if zoo is None:
         from benchmarks.zoo import build
 
-        zoo = build(out=Path(".cache/zoo-bench"), scale=args.scale)
+        zoo = build(out=Path(f".cache/zoo-{args.scale}"), scale=args.scale)  # shared with bench_search
     model, tokenizer = load_seq2seq(zoo / "hub" / "pico" / f"t5-pico-{args.task}")
     pico_split = load_split(args.task, split="heldout", data_dir=zoo / "glue", size=args.n_pico)
     pico = compare(model, tokenizer, pico_split, repeats=args.repeats)
