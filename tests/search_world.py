@@ -34,3 +34,47 @@ def taskvec(*args: str, home: Path, timeout: float = 300) -> subprocess.Complete
     return subprocess.run(
         [sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+SCREEN_GRID = (0.2, 0.5, 1.0)  # a short grid keeps the tests quick; the CLI's default grid is longer
+_SCREENED: dict[Path, Path] = {}
+
+
+def screened_sst2_copy(zoo: Path, *, factory, dest: Path) -> str:
+    """A database synced from `zoo` with the sst2 target screened, copied to `dest` (one screening per run).
+
+    Args:
+        zoo: the tiny zoo.
+        factory: pytest's `tmp_path_factory` (where the shared original lives).
+        dest: folder of the copy.
+
+    Returns:
+        The copy's URL.
+    """
+    import shutil
+
+    from registry.db import dispose_engines
+    from search.screen import screen
+
+    if zoo not in _SCREENED:
+        home = factory.mktemp("sst2-screened")
+        url = f"sqlite:///{home / 'taskvec.db'}"
+        sync_zoo(zoo, db_url=url)
+        screen(
+            task="sst2",
+            target="pico/t5-pico-sst2",
+            db_url=url,
+            data_dir=zoo / "glue",
+            lambdas=SCREEN_GRID,
+            search_size=SEARCH_SIZE,
+            vector_cache=home / "vectors",
+            progress=False,
+        )
+        dispose_engines()  # closing the last connection checkpoints SQLite's WAL into the file
+        _SCREENED[zoo] = home / "taskvec.db"
+    dest.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(_SCREENED[zoo]) + suffix)
+        if src.exists():
+            shutil.copy(src, Path(str(dest / "taskvec.db") + suffix))
+    return f"sqlite:///{dest / 'taskvec.db'}"

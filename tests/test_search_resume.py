@@ -12,10 +12,9 @@ import warnings
 
 import optuna
 import pytest
-from search_world import SEARCH_SIZE, sync_zoo
+from search_world import SEARCH_SIZE, screened_sst2_copy
 
 from registry.db import dispose_engines
-from search.screen import screen
 
 N_TRIALS = 16
 
@@ -29,19 +28,9 @@ def _rows(db_path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_completes_without_loss_or_duplicates(tiny_zoo, tmp_path):
+def test_sigkill_then_rerun_completes_without_loss_or_duplicates(tiny_zoo, tmp_path, tmp_path_factory):
     db_path, storage_path = tmp_path / "taskvec.db", tmp_path / "optuna.db"
-    url = f"sqlite:///{db_path}"
-    sync_zoo(tiny_zoo, db_url=url)
-    screen(
-        task="sst2",
-        target="pico/t5-pico-sst2",
-        db_url=url,
-        data_dir=tiny_zoo / "glue",
-        lambdas=(0.2, 0.5, 1.0),
-        search_size=SEARCH_SIZE,
-        progress=False,
-    )
+    url = screened_sst2_copy(tiny_zoo, factory=tmp_path_factory, dest=tmp_path)
     dispose_engines()
     cmd = [
         sys.executable, "-m", "search.cli", "search", "--task", "sst2", "--target", "pico/t5-pico-sst2",

@@ -8,12 +8,11 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from search_world import SEARCH_SIZE, sync_zoo, taskvec
+from search_world import SEARCH_SIZE, screened_sst2_copy, taskvec
 
 from registry.db import dispose_engines
 from registry.errors import SearchError, TaskvecError
 from search import leaderboard as lb
-from search.screen import screen
 from search.study import (
     NestedPrefixScorer,
     SearchConfig,
@@ -86,18 +85,7 @@ def test_options_and_names():
 @pytest.fixture(scope="module")
 def world(tiny_zoo, tmp_path_factory):
     home = tmp_path_factory.mktemp("study")
-    url = f"sqlite:///{home / 'taskvec.db'}"
-    sync_zoo(tiny_zoo, db_url=url)
-    screen(
-        task=TASK,
-        target=TARGET,
-        db_url=url,
-        data_dir=tiny_zoo / "glue",
-        lambdas=(0.2, 0.5, 1.0),
-        search_size=SEARCH_SIZE,
-        vector_cache=home / "vectors",
-        progress=False,
-    )
+    url = screened_sst2_copy(tiny_zoo, factory=tmp_path_factory, dest=home)
     config = SearchConfig(
         task=TASK,
         target=TARGET,
