@@ -432,7 +432,7 @@ def _write_data(world: _World, *, tiny: bool) -> list[Dataset]:
 def _tokenizer_texts(world: _World) -> list[str]:
     from search.glue import get_task
 
-    texts = grammar.corpus_sentences(np.random.default_rng([world.seed, 7]), world.scale.corpus)
+    texts = list(world.corpus)
     for relpath, frames in sorted(world.frames.items()):
         task = relpath.split("/")[-1]
         spec = get_task(task)

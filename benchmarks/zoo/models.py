@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from registry.constants import CONFIG_NAME, SAFETENSORS_SINGLE
+from registry.constants import SAFETENSORS_SINGLE
 from search.finetune import model_card, save_checkpoint, state_dict_for_saving, train_seq2seq
 
 PICO = {"d_model": 64, "d_kv": 16, "d_ff": 256, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4}
@@ -187,10 +186,6 @@ def save_not_t5(*, out: Path, tokenizer, vocab_size: int, seed: int, card: str) 
         seen.add(ptr)
         state[name] = tensor.detach().contiguous().clone()
     return save_checkpoint(model=model, tokenizer=tokenizer, out=out, card=card, state=state)
-
-
-def read_config(folder: Path) -> dict:
-    return json.loads((folder / CONFIG_NAME).read_text())
 
 
 __all__ = [
