@@ -358,8 +358,10 @@ def finetune(
 
 
 def _train_with_progress(model, tokenizer, pairs, *, steps, lr, batch_size, seed, progress) -> TrainResult:
+    # T5's GLUE fine-tuning reads up to 512 input tokens (real RTE premises exceed 128).
+    kwargs = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, max_length=512)
     if not progress:
-        return train_seq2seq(model, tokenizer, pairs, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+        return train_seq2seq(model, tokenizer, pairs, **kwargs)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
@@ -374,9 +376,6 @@ def _train_with_progress(model, tokenizer, pairs, *, steps, lr, batch_size, seed
             model,
             tokenizer,
             pairs,
-            steps=steps,
-            lr=lr,
-            batch_size=batch_size,
-            seed=seed,
             on_step=lambda step, loss: bar.update(task_id, completed=step, loss=f"{loss:.3f}"),
+            **kwargs,
         )
