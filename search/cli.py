@@ -407,7 +407,13 @@ def export_command(
 def main() -> None:
     """Console entry point: run the app, turning user-facing errors into one line."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # Outside standalone mode typer turns Ctrl-C into Exit(130) and `typer.Exit(n)` into a returned
+        # code instead of raising: honour both, or an interrupted search would exit 0.
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)
     except TaskvecError as exc:
         if os.environ.get(ENV_DEBUG):
             raise

@@ -923,6 +923,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
                 study.optimize(objective, n_trials=1, catch=(_QuotaReached,), callbacks=[on_trial_end])
                 trials_here += 1
     except KeyboardInterrupt:
+        _fail_own_running(study, objective.worker)
         sync_leaderboard(study, meta, db_url=config.db_url)
         raise
     sync_leaderboard(study, meta, db_url=config.db_url)
@@ -957,6 +958,14 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
         elapsed_s=time.monotonic() - started,
         stopped=stopped,
     )
+
+
+def _fail_own_running(study: optuna.Study, worker: str) -> None:
+    """Mark this worker's interrupted trial failed now, rather than leaving it for the heartbeat to find."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") == worker:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished meanwhile
+                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
 
 
 def _best_text(study: optuna.Study, meta: dict[str, Any]) -> str:

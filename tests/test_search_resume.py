@@ -77,3 +77,29 @@ def test_sigkill_then_rerun_completes_without_loss_or_duplicates(tiny_zoo, tmp_p
     for number in running_at_kill:
         assert number in failed
         assert number in retried and retried[number].params == failed[number].params
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_completed_trials_saved(tiny_zoo, tmp_path, tmp_path_factory):
+    db_path, storage = tmp_path / "taskvec.db", f"sqlite:///{tmp_path / 'optuna.db'}"
+    url = screened_sst2_copy(tiny_zoo, factory=tmp_path_factory, dest=tmp_path)
+    dispose_engines()
+    cmd = [
+        sys.executable, "-m", "search.cli", "search", "--task", "sst2", "--target", "pico/t5-pico-sst2",
+        "--data", str(tiny_zoo / "glue"), "--search-size", str(SEARCH_SIZE), "--top-k", "4",
+        "--trials", "200", "--study", "killed", "--db", url, "--storage", storage,
+    ]  # fmt: skip
+    env = {**os.environ, "TASKVEC_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while len(_rows(db_path)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    study = optuna.load_study(study_name="killed", storage=storage)
+    # The trial in flight is marked failed at once (no stale RUNNING trial); every completed one has its row.
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    complete = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    assert sorted(_rows(db_path)) == sorted(complete)
