@@ -54,6 +54,7 @@ def run_bench(
     trials: int,
     top_k: int,
     search_size: int | None,
+    pruning_search_size: int | None,
     seeds: tuple[int, ...],
     progress: bool,
 ) -> dict[str, Any]:
@@ -66,7 +67,8 @@ def run_bench(
         budget_s: wall-clock budget of each pruning arm.
         trials: finished trials of each sampler arm.
         top_k: candidates in each search.
-        search_size: examples in the search split (None: the data module's default).
+        search_size: examples in the search split of the sampler arms (None: the data module's default).
+        pruning_search_size: examples in the search split of the pruning arms (None: as `search_size`).
         seeds: sampler seeds of the TPE vs random comparison (each seed runs both samplers).
         progress: show progress bars.
 
@@ -85,9 +87,18 @@ def run_bench(
     screened = screen(
         task=task, target=target, db_url=db_url, data_dir=zoo, search_size=search_size, progress=progress
     )
+    if pruning_search_size != search_size:  # screenings are per split: the pruning arms need their own
+        screen(
+            task=task,
+            target=target,
+            db_url=db_url,
+            data_dir=zoo,
+            search_size=pruning_search_size,
+            progress=progress,
+        )
     setup_s = time.perf_counter() - t0
 
-    def search(study: str, **kw) -> tuple[Any, float]:
+    def search(study: str, *, size: int | None = search_size, **kw) -> tuple[Any, float]:
         config = SearchConfig(
             task=task,
             target=target,
@@ -96,7 +107,7 @@ def run_bench(
             storage=storage,
             db_url=db_url,
             study_name=study,
-            search_size=search_size,
+            search_size=size,
             heldout_top_n=1,
             **kw,
         )
@@ -106,10 +117,12 @@ def run_bench(
 
     # A quota far above what the budget allows: the timeout is what stops both arms.
     quota = 100_000
-    on, on_s = search("bench-pruning-on", pruning=True, n_trials=quota, timeout_s=budget_s)
-    off, off_s = search("bench-pruning-off", pruning=False, n_trials=quota, timeout_s=budget_s)
+    size = pruning_search_size
+    on, on_s = search("bench-pruning-on", size=size, pruning=True, n_trials=quota, timeout_s=budget_s)
+    off, off_s = search("bench-pruning-off", size=size, pruning=False, n_trials=quota, timeout_s=budget_s)
     pruning = {
         "budget_s": budget_s,
+        "search_size": pruning_search_size,
         "on": _arm(on, seconds=on_s),
         "off": _arm(off, seconds=off_s),
         "trials_ratio": round(on.n_finished / max(1, off.n_finished), 2),
@@ -158,10 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="full", choices=("full", "tiny"), help="Zoo scale if built.")
     parser.add_argument("--task", default="sst2", help="GLUE task to search.")
     parser.add_argument("--budget", type=float, default=60.0, help="Seconds per pruning arm.")
-    parser.add_argument("--trials", type=int, default=30, help="Finished trials per sampler arm.")
-    parser.add_argument("--seeds", default="0", help="Comma-separated sampler seeds (TPE vs random).")
+    parser.add_argument("--trials", type=int, default=60, help="Finished trials per sampler arm.")
+    parser.add_argument("--seeds", default="0,1,2", help="Comma-separated sampler seeds (TPE vs random).")
     parser.add_argument("--top-k", type=int, default=6, help="Candidates per search.")
-    parser.add_argument("--search-size", type=int, default=None, help="Examples in the search split.")
+    parser.add_argument(
+        "--search-size", type=int, default=None, help="Examples in the sampler arms' search split."
+    )
+    # Pruning saves scoring; at pico scale a trial's fixed cost (storage, sampling, composing) matches
+    # scoring ~200 examples, so the pruning arms score a split large enough for scoring to dominate.
+    parser.add_argument(
+        "--pruning-search-size", type=int, default=1800, help="Examples in the pruning arms' search split."
+    )
     parser.add_argument("--work", type=Path, default=None, help="Scratch folder (default: a new temp dir).")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     args = parser.parse_args(argv)
@@ -189,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             trials=args.trials,
             top_k=args.top_k,
             search_size=args.search_size,
+            pruning_search_size=args.pruning_search_size,
             seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
             progress=not args.quiet,
         )
