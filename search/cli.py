@@ -247,16 +247,38 @@ def screen_command(
 
 @app.command("search")
 def search_command(
-    task: str = typer.Option(..., "--task", help="mrpc, rte, cola or sst2."),
+    task: str = typer.Option(
+        ...,
+        "--task",
+        "--tasks",
+        help="mrpc, rte, cola or sst2; several comma-separated (mrpc,rte,cola,sst2) for one multi-task model.",
+    ),
     target: str = typer.Option(
-        ..., "--target", help="Target repo id as synced into the registry, or its folder."
+        ...,
+        "--target",
+        help="Target repo id as synced into the registry, or its folder (multi-task: usually the base).",
+    ),
+    objective: str | None = typer.Option(
+        None,
+        "--objective",
+        help="Several tasks: mean (default) | normalized-mean (each / its fine-tuned model) | pareto.",
+    ),
+    reference: list[str] = typer.Option(
+        [],
+        "--reference",
+        help="TASK=REPO_OR_PATH, repeatable: a task's own fine-tuned model (default: the one screened).",
+    ),
+    control: list[str] = typer.Option(
+        [],
+        "--control",
+        help="TASK[:MAX_DROP], repeatable: infeasible if TASK drops more than MAX_DROP (1.0) below the target.",
     ),
     data: Path | None = typer.Option(None, "--data", help="Local GLUE parquet folder (default: the Hub)."),
     top_k: int = typer.Option(16, "--top-k", min=1, help="Candidates (best screened first) in the search."),
     trials: int = typer.Option(100, "--trials", min=1, help="Finished trials the study must reach in total."),
     timeout: str | None = typer.Option(None, "--timeout", help="Stop this worker after e.g. 90s, 30m, 8h."),
     method: str = typer.Option("task_arithmetic", "--method", help="task_arithmetic | ties | dare."),
-    sampler: str = typer.Option("tpe", "--sampler", help="tpe | random | cmaes | gp."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe | random | cmaes | gp | nsga2."),
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna storage URL (default: SQLite beside the DB)."
     ),
@@ -281,11 +303,19 @@ def search_command(
     """Optuna search over subsets and coefficients of the top-K screened candidates (rerun to resume)."""
     import json
 
+    from search.objectives import parse_control, parse_reference
     from search.study import SearchConfig, parse_duration, run_search
 
+    references: dict[str, str] = {}
+    for text in reference:
+        ref_task, repo = parse_reference(text)
+        references[ref_task] = repo
     config = SearchConfig(
         task=task,
         target=target,
+        objective=objective,
+        references=references,
+        controls=tuple(parse_control(c) for c in control),
         data_dir=data,
         top_k=top_k,
         n_trials=trials,
@@ -308,10 +338,21 @@ def search_command(
     if as_json:
         typer.echo(json.dumps(summary.as_dict(), default=str))
         return
-    best = "none completed"
+    best = "none completed" if not summary.n_infeasible else "none feasible"
     if summary.best_trial is not None:
         held = "" if summary.best_score_heldout is None else f", held-out {summary.best_score_heldout:.2f}"
         best = f"trial {summary.best_trial}: search {summary.best_score_search:.2f}{held}"
+        if summary.best_scores:
+            best += " (" + ", ".join(f"{t} {v:.2f}" for t, v in summary.best_scores.items()) + ")"
+    extra = ""
+    if summary.objective != "score":
+        extra += f"objective {summary.objective}"
+    if summary.n_pareto:
+        extra += f", {summary.n_pareto} rows on the Pareto front (taskvec leaderboard --pareto --study ...)"
+    if summary.n_infeasible:
+        extra += f", {summary.n_infeasible} trials failed a control guard"
+    if extra:
+        best += "\n" + extra.lstrip(", ")
     target_held = (
         "" if summary.target_score_heldout is None else f", held-out {summary.target_score_heldout:.2f}"
     )
@@ -327,6 +368,7 @@ def leaderboard_command(
     task: str | None = typer.Option(None, "--task", help="Only this task."),
     study: str | None = typer.Option(None, "--study", help="Only this study."),
     top: int | None = typer.Option(None, "--top", min=1, help="Rows per task (JSON/CSV; table: 5)."),
+    pareto: bool = typer.Option(False, "--pareto", help="Only the rows on their study's Pareto front."),
     refresh: bool = typer.Option(False, "--refresh", help="First score top rows lacking a held-out score."),
     data: Path | None = typer.Option(
         None, "--data", help="GLUE folder for --refresh (default: the study's)."
@@ -345,7 +387,7 @@ def leaderboard_command(
         if not (as_json or as_csv):
             err_console.print(f"held-out scores computed for {n} rows")
     if as_json or as_csv:
-        rows = lb.query(db_url=db, task=task, study=study, top=top)
+        rows = lb.query(db_url=db, task=task, study=study, top=top, pareto_only=pareto)
         typer.echo(json.dumps(rows, default=str) if as_json else lb.to_csv(rows), nl=as_json)
         return
     from rich.table import Table
@@ -354,6 +396,22 @@ def leaderboard_command(
         if value is None:
             return "-"
         return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+    if pareto:
+        rows = lb.query(db_url=db, task=task, study=study, top=top, pareto_only=True)
+        if not rows:
+            err_console.print("no Pareto-optimal rows (only `--objective pareto` studies mark a front)")
+            return
+        tasks = list(rows[0]["scores"])
+        table = Table(title="Pareto front (search split; held-out beside, never used to choose)")
+        for col in ("study#trial", *(f"{t}\nsearch / held-out" for t in tasks), "mean", "ingredients"):
+            table.add_column(col, justify="left" if col in ("study#trial", "ingredients") else "right")
+        for r in rows:
+            cells = [f"{fmt(r['scores'][t]['search'])} / {fmt(r['scores'][t].get('heldout'))}" for t in tasks]
+            ingredients = ", ".join(f"{i['repo_id']}x{i['coefficient']:.2f}" for i in r["ingredients"])
+            table.add_row(f"{r['study']}#{r['trial_number']}", *cells, fmt(r["score_search"]), ingredients)
+        Console().print(table)
+        return
 
     table = Table(title="taskvec leaderboard (best chosen on the search split)")
     for col in (

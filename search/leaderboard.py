@@ -3,7 +3,9 @@
 Rows are written by the search right after each trial completes (idempotent upsert on (study, trial
 number)), so a crash loses at most the trial in flight. The best composition of a task is chosen on the
 search split only (invariant 2); held-out scores sit beside it, computed for the top trials after the
-search (`refresh_heldout`), never used to rank.
+search (`refresh_heldout`), never used to rank. A row that failed a control guard (`feasible` false) is
+kept with its control scores but never ranks as best; a multi-task row's `task` is its tasks joined by
+commas, its `scores` hold every task, and `pareto` marks the non-dominated rows of a Pareto study.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ ROW_KEYS = (
     "objective",
     "constraints",
     "pareto",
+    "feasible",
+    "reference_scores",
     "state",
     "examples_scored",
     "heldout_at",
@@ -67,8 +71,8 @@ CSV_KEYS = (
     "worker",
     "created",
 )
-# Columns a re-written trial may not clear: held-out results computed after the trial.
-_KEEP_ON_UPDATE = ("score_heldout", "heldout_at", "id", "created")
+# Columns a re-written trial may not clear: held-out results and Pareto flags computed after the trial.
+_KEEP_ON_UPDATE = ("score_heldout", "heldout_at", "id", "created", "pareto")
 
 
 def _iso(value: Any) -> Any:
@@ -132,15 +136,23 @@ def existing_trial_numbers(*, study: str, db_url: str | None = None) -> set[int]
 
 
 def query(
-    *, db_url: str | None = None, task: str | None = None, study: str | None = None, top: int | None = None
+    *,
+    db_url: str | None = None,
+    task: str | None = None,
+    study: str | None = None,
+    top: int | None = None,
+    feasible_only: bool = False,
+    pareto_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """Leaderboard rows, best search score first.
+    """Leaderboard rows: feasible before infeasible, then best search score first.
 
     Args:
         db_url: taskvec database URL.
-        task: only this task.
+        task: only this task (a multi-task row's task is its tasks joined by commas).
         study: only this study.
         top: at most this many rows per task.
+        feasible_only: leave out rows that failed a control guard.
+        pareto_only: only rows on their study's Pareto front.
 
     Returns:
         Row dicts with `ROW_KEYS`.
@@ -152,8 +164,13 @@ def query(
         stmt = stmt.where(LeaderboardRow.task == task)
     if study:
         stmt = stmt.where(LeaderboardRow.study == study)
+    if feasible_only:
+        stmt = stmt.where(LeaderboardRow.feasible.is_(True))
+    if pareto_only:
+        stmt = stmt.where(LeaderboardRow.pareto.is_(True))
     stmt = stmt.order_by(
         LeaderboardRow.task,
+        LeaderboardRow.feasible.desc(),
         LeaderboardRow.score_search.desc(),
         LeaderboardRow.study,
         LeaderboardRow.trial_number,
@@ -172,22 +189,22 @@ def query(
 
 
 def study_best(*, study: str, db_url: str | None = None) -> dict[str, Any] | None:
-    """The study's best row by search score (None when it has no completed trial)."""
-    rows = query(db_url=db_url, study=study, top=1)
+    """The study's best feasible row by search score (None when it has no feasible completed trial)."""
+    rows = query(db_url=db_url, study=study, top=1, feasible_only=True)
     return rows[0] if rows else None
 
 
 def summary(
     *, db_url: str | None = None, task: str | None = None, study: str | None = None
 ) -> list[dict[str, Any]]:
-    """Per task: the target against the best composition (chosen on the search split) and the gains.
+    """Per task: the target against the best feasible composition (chosen on the search split) and the gains.
 
     Returns:
         One dict per task: `task`, `study`, `trial_number`, `target_repo`, `target_score_search`,
         `target_score_heldout`, `best_score_search`, `best_score_heldout`, `gain_search`, `gain_heldout`,
         `ingredients`, `method`, `n_rows`.
     """
-    rows = query(db_url=db_url, task=task, study=study)
+    rows = query(db_url=db_url, task=task, study=study, feasible_only=True)
     out: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}
     for row in rows:
@@ -207,8 +224,37 @@ def summary(
             "gain_heldout": row["gain_heldout"],
             "ingredients": row["ingredients"],
             "method": row["method"],
+            "objective": row["objective"],
+            "scores": row["scores"],
         }
     return [{**v, "n_rows": counts[k]} for k, v in out.items()]
+
+
+def update_pareto(*, study: str, db_url: str | None = None) -> int:
+    """Recompute the study's Pareto flags from its rows' per-task search scores (feasible rows only).
+
+    Called after every row a Pareto study writes; concurrent workers may interleave, and each worker's
+    last call (at its end) leaves the flags exact.
+
+    Returns:
+        The number of rows on the front.
+    """
+    from registry.db import session_scope
+    from search.objectives import pareto_mask
+
+    with session_scope(db_url) as session:
+        rows = list(session.execute(select(LeaderboardRow).where(LeaderboardRow.study == study)).scalars())
+        feasible = [r for r in rows if r.feasible]
+        if not feasible:
+            return 0
+        tasks = sorted(feasible[0].scores)
+        mask = pareto_mask([[float(r.scores[t]["search"]) for t in tasks] for r in feasible])
+        front = {r.id for r, on in zip(feasible, mask, strict=True) if on}
+        for r in rows:
+            flag = r.id in front
+            if r.pareto != flag:
+                r.pareto = flag
+        return len(front)
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -228,42 +274,64 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
 # --- held-out scores of finished results -------------------------------------------------------------
 
 
+def _expected_fingerprint(row: dict[str, Any], task: str, split: str) -> str | None:
+    """The fingerprint a row recorded for `task`'s `split` (single-task rows record it at the top)."""
+    fps = row["split_fingerprints"] or {}
+    for group in ("tasks", "controls"):
+        per = (fps.get(group) or {}).get(task)
+        if per:
+            return per.get(split)
+    return fps.get(split) if task == row["task"] else None
+
+
+def _row_tasks(row: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(objective tasks, control tasks) of a row."""
+    return list(row["scores"] or {row["task"]: {}}), list(row["constraints"] or {})
+
+
 class _Rebuilder:
-    """Loads one target once and recomposes any of its leaderboard rows on the held-out split."""
+    """Loads one target once and recomposes any of its leaderboard rows on the held-out splits."""
 
     def __init__(self, row: dict[str, Any], *, data_dir: Path | None, db_url: str | None) -> None:
-        from search.data import load_split
         from search.modeling import load_seq2seq
         from search.resolve import base_dir_of, candidate_dirs
-        from search.scoring import Scorer
 
         self.db_url = db_url
         self.row = row
         target = {"repo_id": row["target_repo"], "revision": row["target_revision"]}
         self.target_dir = candidate_dirs([target], db_url=db_url)[0]
         self.base_dir = base_dir_of(repo_id=row["base_repo"], revision=row["base_revision"], db_url=db_url)
-        settings = row["scorer"]
-        if data_dir is None and settings.get("data") not in (None, "hub"):
-            data_dir = Path(settings["data"])
-        split = load_split(row["task"], split="heldout", data_dir=data_dir)
-        expected = row["split_fingerprints"].get("heldout")
-        if expected and split.fingerprint != expected:
-            raise SearchError(
-                f"{row['task']}: held-out data differs from the study's (fingerprint {split.fingerprint[:12]} "
-                f"vs {expected[:12]}); pass the study's --data"
-            )
-        self.model, tokenizer = load_seq2seq(self.target_dir)
-        self.scorer = Scorer(
-            self.model,
-            tokenizer,
-            split,
-            mode=settings.get("mode", "rank"),
-            order_seed=settings.get("order_seed", 0),
-            max_input_length=settings.get("max_input_length", 512),
-        )
+        self.settings = row["scorer"]
+        if data_dir is None and self.settings.get("data") not in (None, "hub"):
+            data_dir = Path(self.settings["data"])
+        self.data_dir = data_dir
+        self.model, self.tokenizer = load_seq2seq(self.target_dir)
+        self.scorers: dict[str, Any] = {}
         self._composers: dict[tuple, Any] = {}
 
-    def score(self, row: dict[str, Any]):
+    def scorer(self, task: str):
+        from search.data import load_split
+        from search.scoring import Scorer
+
+        if task not in self.scorers:
+            split = load_split(task, split="heldout", data_dir=self.data_dir)
+            expected = _expected_fingerprint(self.row, task, "heldout")
+            if expected and split.fingerprint != expected:
+                raise SearchError(
+                    f"{task}: held-out data differs from the study's (fingerprint {split.fingerprint[:12]} "
+                    f"vs {expected[:12]}); pass the study's --data"
+                )
+            self.scorers[task] = Scorer(
+                self.model,
+                self.tokenizer,
+                split,
+                mode=self.settings.get("mode", "rank"),
+                order_seed=self.settings.get("order_seed", 0),
+                max_input_length=self.settings.get("max_input_length", 512),
+            )
+        return self.scorers[task]
+
+    def score(self, row: dict[str, Any]) -> dict[str, Any]:
         from search.resolve import candidate_dirs, load_vectors
         from search.taskvector import Composer
 
@@ -286,18 +354,35 @@ class _Rebuilder:
             )
             self._composers = {key: composer}  # one at a time: each holds a copy of the target
         composer.apply([float(i["coefficient"]) for i in row["ingredients"]])
-        return self.scorer.score()
+        tasks, controls = _row_tasks(row)
+        return {task: self.scorer(task).score() for task in (*tasks, *controls)}
 
 
-def _score_with_live(live, row: dict[str, Any]):
-    composer, scorer, repos = live
+def _score_with_live(live, row: dict[str, Any]) -> dict[str, Any] | None:
+    composer, scorers, repos = live
     coefs = dict.fromkeys(repos, 0.0)
     for ing in row["ingredients"]:
         if ing["repo_id"] not in coefs:
             return None
         coefs[ing["repo_id"]] = float(ing["coefficient"])
+    tasks, controls = _row_tasks(row)
+    if any(t not in scorers for t in (*tasks, *controls)):
+        return None
     composer.apply([coefs[r] for r in repos])
-    return scorer.score()
+    return {task: scorers[task].score() for task in (*tasks, *controls)}
+
+
+def _heldout_objective(row: dict[str, Any], results: dict[str, Any]) -> float:
+    from search.objectives import combine
+
+    tasks, _ = _row_tasks(row)
+    kind = row["objective"] or "score"
+    refs = {t: r.get("score_heldout") for t, r in (row.get("reference_scores") or {}).items()}
+    return combine(
+        {t: float(results[t].score) for t in tasks},
+        kind="mean" if kind == "pareto" else kind,
+        references={t: v for t, v in refs.items() if v is not None},
+    )
 
 
 def refresh_heldout(
@@ -309,7 +394,10 @@ def refresh_heldout(
     data_dir: Path | None = None,
     live: tuple | None = None,
 ) -> int:
-    """Score the top-N rows (by search score) of each study on the held-out split where missing.
+    """Score the top-N feasible rows (by search score) of each study on the held-out splits where missing.
+
+    A multi-task row gets every task's held-out score and its objective on them; a guarded row also gets
+    its control tasks' held-out scores (reported, never used to choose).
 
     Args:
         db_url: taskvec database URL.
@@ -317,7 +405,8 @@ def refresh_heldout(
         task: only this task.
         top_n: rows per study.
         data_dir: GLUE folder (default: the one recorded in the rows' scorer settings).
-        live: `(composer, heldout_scorer, repos)` of a running search, reused instead of reloading.
+        live: `(composer, task -> held-out scorer, repos)` of a running search, reused instead of
+            reloading.
 
     Returns:
         The number of rows given a held-out score.
@@ -327,7 +416,7 @@ def refresh_heldout(
     """
     from registry.db import session_scope
 
-    rows = query(db_url=db_url, study=study, task=task)
+    rows = query(db_url=db_url, study=study, task=task, feasible_only=True)
     per_study: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         per_study.setdefault(row["study"], []).append(row)
@@ -336,10 +425,11 @@ def refresh_heldout(
         todo = [r for r in study_rows[:top_n] if r["score_heldout"] is None]
         rebuilder = None
         for row in todo:
-            result = _score_with_live(live, row) if live is not None else None
-            if result is None:
+            results = _score_with_live(live, row) if live is not None else None
+            if results is None:
                 rebuilder = rebuilder or _Rebuilder(row, data_dir=data_dir, db_url=db_url)
-                result = rebuilder.score(row)
+                results = rebuilder.score(row)
+            tasks, controls = _row_tasks(row)
             with session_scope(db_url) as session:
                 db_row = session.execute(
                     select(LeaderboardRow).where(
@@ -347,14 +437,23 @@ def refresh_heldout(
                         LeaderboardRow.trial_number == row["trial_number"],
                     )
                 ).scalar_one()
-                db_row.score_heldout = float(result.score)
-                db_row.metrics = {
-                    **db_row.metrics,
-                    "heldout": {k: float(v) for k, v in result.metrics.items()},
-                }
+                db_row.score_heldout = _heldout_objective(row, results)
+                if len(tasks) == 1:
+                    heldout_metrics: dict[str, Any] = {
+                        k: float(v) for k, v in results[tasks[0]].metrics.items()
+                    }
+                else:
+                    heldout_metrics = {t: {k: float(v) for k, v in results[t].metrics.items()} for t in tasks}
+                db_row.metrics = {**db_row.metrics, "heldout": heldout_metrics}
                 scores = {k: dict(v) for k, v in db_row.scores.items()}
-                scores.setdefault(row["task"], {})["heldout"] = float(result.score)
+                for t in tasks:
+                    scores.setdefault(t, {})["heldout"] = float(results[t].score)
                 db_row.scores = scores
+                if controls:
+                    db_row.constraints = {
+                        c: {**v, "score_heldout": float(results[c].score)}
+                        for c, v in db_row.constraints.items()
+                    }
                 db_row.heldout_at = utcnow()
             n += 1
     return n
@@ -364,7 +463,7 @@ def refresh_heldout(
 
 
 def get_row(*, study: str, trial: int | None = None, db_url: str | None = None) -> dict[str, Any]:
-    """Trial `trial` of `study`, or its best by search score.
+    """Trial `trial` of `study`, or its best feasible row by search score.
 
     Raises:
         SearchError: if the study has no such row.
@@ -373,6 +472,8 @@ def get_row(*, study: str, trial: int | None = None, db_url: str | None = None) 
     if not rows:
         raise SearchError(f"study {study!r} has no completed trial on the leaderboard")
     if trial is None:
+        if not rows[0]["feasible"]:
+            raise SearchError(f"study {study!r}: every trial failed a control guard; name one with --trial")
         return rows[0]
     for row in rows:
         if row["trial_number"] == trial:

@@ -8,6 +8,10 @@ Three plots, drawn with matplotlib's Agg canvas (no display, no global pyplot st
 - `coefficients.png`: per candidate, its coefficient in each completed trial against that trial's score
   (read from the leaderboard's ingredients, so it does not depend on how the study names parameters).
 
+A multi-task study plots its objective (a Pareto study: the mean of its tasks), and a Pareto study adds
+`pareto.png`: every pair of tasks as a 2-D projection of the leaderboard's rows, the front highlighted.
+Trials that failed a control guard are drawn apart and never count as the best.
+
 The HTML page embeds the plots and lists the leaderboard's top rows, search and held-out scores beside.
 Every file is written to a temporary name and renamed, so an interrupted report never leaves a half file.
 """
@@ -95,11 +99,22 @@ def load_study(*, study: str, storage: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=url)
 
 
+def trial_value(trial: optuna.trial.FrozenTrial) -> float:
+    """A trial's one number: its value, or the mean of a multi-objective trial's values."""
+    values = trial.values or []
+    return float(values[0]) if len(values) == 1 else float(sum(values) / max(1, len(values)))
+
+
+def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether every constraint (taskvec's control guards) holds."""
+    return all(v <= 0.0 for v in trial.constraints.values())
+
+
 def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The study's completed trials with a finite value, in trial-number order."""
+    """The study's completed trials with finite values, in trial-number order."""
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return sorted(
-        (t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: t.number
+        (t for t in trials if t.values and all(math.isfinite(v) for v in t.values)), key=lambda t: t.number
     )
 
 
@@ -141,9 +156,9 @@ def param_importances(study: optuna.Study) -> Importance:
     """
     trials = completed_trials(study)
     table = {n: v for n, v in coefficient_table(study, trials).items() if len(set(v)) > 1}
-    values = [float(t.value) for t in trials]
+    values = [trial_value(t) for t in trials]
     if len(trials) >= MIN_TRIALS_FOR_FANOVA and table and len(set(values)) > 1:
-        fanova = _fanova(table, values, direction=study.direction)
+        fanova = _fanova(table, values, direction=study.directions[0])
         if fanova:
             return Importance(values=fanova, method="fanova")
     return Importance(values=_spearman_importances(table, values), method="spearman")
@@ -232,21 +247,26 @@ def write_report(*, study: str, storage: str | None, db_url: str | None, out: Pa
 
     importance = param_importances(loaded)
     target = _target_scores(rows)
+    maximize = loaded.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     _save_figure(
-        _history_figure(
-            trials,
-            study=study,
-            target_search=target[0],
-            maximize=loaded.direction == optuna.study.StudyDirection.MAXIMIZE,
-        ),
+        _history_figure(trials, study=study, target_search=target[0], maximize=maximize),
         out / "history.png",
     )
     _save_figure(_importance_figure(importance, study=study), out / "importance.png")
     _save_figure(_coefficients_figure(rows, study=study, target_search=target[0]), out / "coefficients.png")
+    plots = list(PLOT_FILES)
+    if len(loaded.directions) > 1:
+        _save_figure(_pareto_figure(rows, study=study), out / "pareto.png")
+        plots.append("pareto.png")
 
-    maximize = loaded.direction == optuna.study.StudyDirection.MAXIMIZE
     page = _html_page(
-        study=study, trials=trials, rows=rows, importance=importance, target=target, maximize=maximize
+        study=study,
+        trials=trials,
+        rows=rows,
+        importance=importance,
+        target=target,
+        maximize=maximize,
+        plots=plots,
     )
     index = out / "index.html"
     _atomic_write_bytes(index, page.encode("utf-8"))
@@ -269,11 +289,24 @@ def _history_figure(
 ) -> Figure:
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
-    numbers = [t.number for t in trials]
-    values = [float(t.value) for t in trials]
-    ax.scatter(numbers, values, s=14, alpha=0.7, label="trial (search split)")
-    running = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
-    ax.step(numbers, running, where="post", color="C1", label="best so far")
+    ok = [t for t in trials if _feasible(t)]
+    bad = [t for t in trials if not _feasible(t)]
+    ax.scatter(
+        [t.number for t in ok], [trial_value(t) for t in ok], s=14, alpha=0.7, label="trial (search split)"
+    )
+    if bad:
+        ax.scatter(
+            [t.number for t in bad],
+            [trial_value(t) for t in bad],
+            s=18,
+            marker="x",
+            color="C3",
+            label="failed a control guard",
+        )
+    if ok:
+        values = [trial_value(t) for t in ok]
+        running = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
+        ax.step([t.number for t in ok], running, where="post", color="C1", label="best so far")
     if target_search is not None:
         ax.axhline(target_search, color="C2", linestyle="--", label=f"target ({target_search:.1f})")
     ax.set_xlabel("trial number")
@@ -342,6 +375,39 @@ def _coefficients_figure(
     return fig
 
 
+def _pareto_figure(rows: Sequence[dict[str, Any]], *, study: str) -> Figure:
+    """Every pair of tasks as a 2-D projection of the feasible rows' search scores, the front highlighted."""
+    feasible = [r for r in rows if r.get("feasible", True) and r.get("scores")]
+    tasks = sorted(feasible[0]["scores"]) if feasible else []
+    pairs = [(a, b) for i, a in enumerate(tasks) for b in tasks[i + 1 :]]
+    cols = min(3, max(1, len(pairs)))
+    nrows = max(1, math.ceil(len(pairs) / cols))
+    fig = Figure(figsize=(max(6, 4 * cols), 3.6 * nrows + 0.6), dpi=100)
+    if not pairs:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "a Pareto front needs at least two tasks", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    for k, (a, b) in enumerate(pairs):
+        ax = fig.add_subplot(nrows, cols, k + 1)
+        for on_front, style in ((False, dict(color="0.6", s=12)), (True, dict(color="C3", s=22))):
+            pts = [r for r in feasible if bool(r.get("pareto")) == on_front]
+            ax.scatter(
+                [r["scores"][a]["search"] for r in pts],
+                [r["scores"][b]["search"] for r in pts],
+                label="Pareto-optimal (all tasks)" if on_front else "other trials",
+                **style,
+            )
+        ax.set_xlabel(f"{a} (search)", fontsize="small")
+        ax.set_ylabel(f"{b} (search)", fontsize="small")
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize="x-small")
+    fig.suptitle(f"Pareto front, 2-D projections: {study}", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def _coefficient(row: dict[str, Any], repo: str) -> float | None:
     for ing in row.get("ingredients") or []:
         if ing["repo_id"] == repo:
@@ -365,9 +431,11 @@ def _html_page(
     importance: Importance,
     target: tuple[float | None, float | None],
     maximize: bool,
+    plots: Sequence[str] = PLOT_FILES,
 ) -> str:
     esc = html.escape
-    best = (max if maximize else min)(trials, key=lambda t: t.value)
+    ok = [t for t in trials if _feasible(t)] or list(trials)
+    best = (max if maximize else min)(ok, key=trial_value)
     task = next((r.get("task") for r in rows if r.get("task")), "")
     top = rows[:TOP_ROWS_IN_HTML]
     body_rows = []
@@ -386,12 +454,9 @@ def _html_page(
             f"<td>{esc(str(r.get('worker', '')))}</td>"
             "</tr>"
         )
-    gain = (
-        f"{float(best.value) - target[0]:+.2f}" if target[0] is not None and best.value is not None else "—"
-    )
+    gain = f"{trial_value(best) - target[0]:+.2f}" if target[0] is not None else "—"
     imgs = "\n".join(
-        f'<figure><img src="{name}" alt="{name}"><figcaption>{name}</figcaption></figure>'
-        for name in PLOT_FILES
+        f'<figure><img src="{name}" alt="{name}"><figcaption>{name}</figcaption></figure>' for name in plots
     )
     table = (
         "<table><thead><tr><th>trial</th><th>search</th><th>held-out</th><th>method</th>"
@@ -416,7 +481,7 @@ img {{ max-width: 100%; }} figure {{ margin: 1em 0; }} code {{ background: #f4f4
 <table>
 <tr><th></th><th>search split</th><th>held-out split</th></tr>
 <tr><td>target</td><td>{_fmt(target[0])}</td><td>{_fmt(target[1])}</td></tr>
-<tr><td>best trial (#{best.number})</td><td>{_fmt(best.value)}</td>
+<tr><td>best trial (#{best.number})</td><td>{_fmt(trial_value(best))}</td>
 <td>{_fmt(next((r.get("score_heldout") for r in rows if r.get("trial_number") == best.number), None))}</td></tr>
 <tr><td>gain on search</td><td>{gain}</td><td></td></tr>
 </table>

@@ -56,7 +56,8 @@ def resolve_target(target: str, *, db_url: str | None = None) -> Resolved:
     """Find the target in the registry and check it is compatible with its base.
 
     Args:
-        target: a repo id as synced, or a model folder (matched by content sha).
+        target: a repo id as synced, or a model folder (matched by content sha); a synced base is its own
+            target.
         db_url: taskvec database URL.
 
     Returns:
@@ -87,6 +88,20 @@ def resolve_target(target: str, *, db_url: str | None = None) -> Resolved:
             query = query.where(Checkpoint.repo_id == target)
         rows = session.execute(query.order_by(Checkpoint.checked_at.desc())).all()
         if not rows:
+            # The base itself is a valid target (theta_T = theta_base: a multi-task model from scratch).
+            base_query = select(BaseModel).order_by(BaseModel.id.desc())
+            if revision is not None:
+                base_query = base_query.where(BaseModel.revision == revision)
+            else:
+                base_query = base_query.where(BaseModel.repo_id == target)
+            base_row = session.execute(base_query).scalars().first()
+            if base_row is not None:
+                b = (base_row.repo_id, base_row.revision, base_row.source, base_row.id)
+                base_dir = (
+                    folder if revision is not None else model_dir(source=b[2], repo_id=b[0], revision=b[1])
+                )
+                pinned = Pinned(repo_id=b[0], revision=b[1], path=base_dir, source=b[2])
+                return Resolved(target=pinned, base=pinned, base_id=b[3])
             raise SearchError(
                 f"{target}: target not in the registry; sync it first "
                 "(`taskvec registry sync --base BASE --source SRC`)"
@@ -249,3 +264,83 @@ def base_dir_of(*, repo_id: str, revision: str, db_url: str | None = None) -> Pa
     if row is None:
         raise SearchError(f"{repo_id}@{revision[:12]}: base not in the registry (re-sync the registry)")
     return model_dir(source=row[0], repo_id=repo_id, revision=revision)
+
+
+def screened_targets(
+    *, task: str, split_fingerprint: str, base_revision: str, db_url: str | None = None
+) -> list[tuple[str, str]]:
+    """Distinct (repo id, revision) of the targets screened for `task` on this split against this base."""
+    from registry.db import session_scope
+    from search.tables import Screening
+
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(Screening.target_repo, Screening.target_revision)
+            .where(
+                Screening.task == task,
+                Screening.split_fingerprint == split_fingerprint,
+                Screening.base_revision == base_revision,
+            )
+            .distinct()
+            .order_by(Screening.target_repo, Screening.target_revision)
+        ).all()
+    return [(repo, revision) for repo, revision in rows]
+
+
+def resolve_references(
+    *,
+    tasks: Sequence[str],
+    explicit: dict[str, str],
+    resolved: Resolved,
+    fingerprints: dict[str, str],
+    db_url: str | None = None,
+) -> dict[str, Pinned]:
+    """Each task's own fine-tuned model (its *reference*) for a multi-task search.
+
+    A task named in `explicit` takes that repo or folder; any other takes the one target the registry
+    screened for it on the same search split against the same base (`taskvec screen` records it).
+
+    Args:
+        tasks: the searched tasks.
+        explicit: task -> repo id or folder, from `--reference`.
+        resolved: the search's target and base.
+        fingerprints: task -> fingerprint of its search split.
+        db_url: taskvec database URL.
+
+    Returns:
+        task -> pinned reference, in the order of `tasks`.
+
+    Raises:
+        SearchError: a reference that is not compatible with the same base, or none (or several) screened.
+    """
+    out: dict[str, Pinned] = {}
+    for task in tasks:
+        if task in explicit:
+            ref = resolve_target(explicit[task], db_url=db_url)
+            if ref.base.revision != resolved.base.revision:
+                raise SearchError(
+                    f"--reference {task}={explicit[task]}: checked against base {ref.base.repo_id}@"
+                    f"{ref.base.revision[:8]}, not the target's {resolved.base.repo_id}@{resolved.base.revision[:8]}"
+                )
+            out[task] = ref.target
+            continue
+        found = screened_targets(
+            task=task,
+            split_fingerprint=fingerprints[task],
+            base_revision=resolved.base.revision,
+            db_url=db_url,
+        )
+        if not found:
+            raise SearchError(
+                f"{task}: no fine-tuned model of this task is known; name one with --reference {task}=REPO, "
+                f"or screen it first (`taskvec screen --task {task} --target REPO`, same --data)"
+            )
+        if len(found) > 1:
+            names = ", ".join(f"{r}@{v[:8]}" for r, v in found)
+            raise SearchError(
+                f"{task}: several fine-tuned models were screened ({names}); choose one with --reference"
+            )
+        repo_id, revision = found[0]
+        path = candidate_dirs([{"repo_id": repo_id, "revision": revision}], db_url=db_url)[0]
+        out[task] = Pinned(repo_id=repo_id, revision=revision, path=path, source="registry")
+    return out

@@ -20,6 +20,15 @@ after it completes, and a sync pass at start and end writes any completed trial 
 Several workers share a study through the storage. Before a trial starts it counts the live or finished
 trials numbered before it; if they already fill the quota the trial is cancelled (marked failed, never
 scored), so the study never finishes more than `n_trials`.
+
+Multi-task (`task="mrpc,rte,cola,sst2"`, see `search.objectives`): the same loop scores one composition on
+each task's search split and combines the scores (`mean`, `normalized-mean`) or keeps them apart
+(`pareto`: a multi-objective study, no pruning, since Optuna prunes single objectives only). The
+ingredients are each task's own fine-tuned model (its *reference*, named or found among the registry's
+screened targets) plus the best screened helpers of each reference. Pruning reports at nested prefixes
+taken across all tasks at once, so every rung sees every task. Control guards (`--control TASK:DROP`) are
+scored after the objective on the control's search split and fed to the sampler as Optuna constraints;
+infeasible trials are recorded with their control scores and never rank as best.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -45,8 +56,9 @@ from sqlalchemy.pool import NullPool
 
 from registry.constants import home
 from registry.errors import SearchError
+from search.objectives import Control, combine, is_feasible, resolve_objective
 
-SAMPLERS = ("tpe", "random", "cmaes", "gp")
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 PRUNERS = ("sha", "hyperband")
 STUDY_ATTR = "taskvec"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -55,6 +67,8 @@ QUOTA_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, Tria
 USE_PREFIX = "use:"
 LAMBDA_PREFIX = "lambda:"
 WARM_SINGLES = 4
+# Multi-task warm start: every reference at one of these lambdas (FusionBench's global lambda is 0.3).
+WARM_UNIFORM = (0.3, 0.5, 1.0)
 
 
 def worker_id() -> str:
@@ -67,8 +81,9 @@ class SearchConfig:
     """What to search and how.
 
     Attributes:
-        task: GLUE task (`mrpc`, `rte`, `cola`, `sst2`).
-        target: target repo id (as synced into the registry) or model folder.
+        task: GLUE task (`mrpc`, `rte`, `cola`, `sst2`), or several comma-separated for a multi-task search.
+        target: target repo id (as synced into the registry) or model folder; for a multi-task search
+            usually the base itself.
         data_dir: local GLUE parquet folder; None loads from the Hub.
         top_k: at most this many screened candidates enter the search.
         n_trials: the study's total of finished (complete + pruned) trials to reach.
@@ -94,6 +109,12 @@ class SearchConfig:
         grace_period: seconds without heartbeat after which a running trial counts as dead.
         max_retry: how many times a dead worker's trial is retried.
         vector_cache: folder of precomputed task vectors (default: the registry's vector cache).
+        objective: `score` (one task), `mean`, `normalized-mean` or `pareto` (several); None picks `score`
+            for one task and `mean` for several.
+        references: task -> its own fine-tuned model (repo id or folder), for a multi-task search; a task
+            left out takes the one target the registry screened for it.
+        controls: control guards: a composition dropping more than `max_drop` points below the target on
+            a control task is infeasible.
     """
 
     task: str
@@ -122,16 +143,54 @@ class SearchConfig:
     grace_period: int = 30
     max_retry: int = 2
     vector_cache: Path | None = None
+    objective: str | None = None
+    references: dict[str, str] = field(default_factory=dict)
+    controls: tuple[Control, ...] = ()
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks the objective scores, in the order given (the order pruning reports them)."""
+        return tuple(t.strip() for t in self.task.split(",") if t.strip())
+
+    @property
+    def kind(self) -> str:
+        """The objective kind after defaults (`score` for one task)."""
+        return resolve_objective(self.objective, self.tasks)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.tasks) > 1
 
     def validate(self) -> None:
         """Check the options that need no database.
 
         Raises:
-            SearchError: for an unknown sampler, pruner, mode or method, or bad numbers.
+            SearchError: for an unknown sampler, pruner, mode, method, task or objective, or bad numbers.
         """
         from search.glue import get_task
 
-        get_task(self.task)
+        if not self.tasks:
+            raise SearchError("give a task (--task rte) or several (--tasks mrpc,rte,cola,sst2)")
+        for task in self.tasks:
+            get_task(task)
+        if len(set(self.tasks)) != len(self.tasks):
+            raise SearchError(f"--tasks {self.task}: a task is listed twice")
+        kind = self.kind
+        for task in self.references:
+            if task not in self.tasks:
+                raise SearchError(f"--reference {task}=...: {task} is not one of the searched tasks")
+        if self.references and not self.multi:
+            raise SearchError("--reference names fine-tuned models for a multi-task search (--tasks ...)")
+        seen = set()
+        for control in self.controls:
+            get_task(control.task)
+            if control.task in self.tasks:
+                raise SearchError(f"--control {control.task}: a control task cannot also be searched")
+            if control.task in seen:
+                raise SearchError(f"--control {control.task}: given twice")
+            seen.add(control.task)
+        if kind == "pareto" and self.sampler in ("cmaes", "gp"):
+            raise SearchError("--objective pareto needs a multi-objective sampler (tpe, nsga2, random)")
         if self.sampler not in SAMPLERS:
             raise SearchError(f"unknown sampler {self.sampler!r} (use {', '.join(SAMPLERS)})")
         if self.pruner not in PRUNERS:
@@ -147,6 +206,11 @@ class SearchConfig:
             raise SearchError(f"lambda_max must be positive, got {self.lambda_max}")
         if self.prefix_rungs < 1 or self.reduction_factor < 2:
             raise SearchError("pruning needs at least 1 rung and a reduction factor of at least 2")
+
+    @property
+    def label(self) -> str:
+        """The leaderboard's `task` value: the task, or the tasks joined by commas."""
+        return ",".join(self.tasks)
 
 
 @dataclass(frozen=True)
@@ -170,6 +234,10 @@ class SearchSummary:
         candidates: repo ids searched over, in order.
         elapsed_s: wall time of this run.
         stopped: why this worker stopped (`done`, `timeout`).
+        objective: the objective kind.
+        best_scores: task -> search score of the best trial (multi-task), else None.
+        n_infeasible: completed trials that failed a control guard.
+        n_pareto: rows on the Pareto front (pareto objective).
     """
 
     study_name: str
@@ -188,6 +256,10 @@ class SearchSummary:
     candidates: tuple[str, ...]
     elapsed_s: float
     stopped: str
+    objective: str = "score"
+    best_scores: dict[str, float] | None = None
+    n_infeasible: int = 0
+    n_pareto: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,6 +327,12 @@ def _settings_digest(config: SearchConfig) -> str:
         "split_seed": config.split_seed,
         "mode": config.mode,
     }
+    # Keys only present when used, so single-task studies keep the names they always had.
+    if config.multi:
+        knobs["objective"] = config.kind
+        knobs["references"] = dict(sorted(config.references.items()))
+    if config.controls:
+        knobs["controls"] = [c.as_text() for c in config.controls]
     return hashlib.sha1(json.dumps(knobs, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
@@ -266,7 +344,8 @@ def default_study_name(config: SearchConfig, *, target_revision: str | None = No
         target_revision: the target's pinned revision (resolved from the registry when None).
 
     Returns:
-        e.g. `rte-t5-pico-rte@1a2b3c4d-task_arithmetic-k16-tpe-9f8e7d`.
+        e.g. `rte-t5-pico-rte@1a2b3c4d-task_arithmetic-k16-tpe-9f8e7d`; a multi-task study starts with its
+        tasks and objective, e.g. `mrpc+rte+cola+sst2-normalized-mean-t5-pico@...`.
 
     Raises:
         SearchError, RegistryError: if the target cannot be resolved.
@@ -276,8 +355,9 @@ def default_study_name(config: SearchConfig, *, target_revision: str | None = No
 
         target_revision = resolve_target(config.target, db_url=config.db_url).target.revision
     name = Path(str(config.target).rstrip("/")).name or "target"
+    label = f"{'+'.join(config.tasks)}-{config.kind}" if config.multi else config.task
     return (
-        f"{config.task}-{name}@{target_revision[:8]}-{config.method}-k{config.top_k}-{config.sampler}"
+        f"{label}-{name}@{target_revision[:8]}-{config.method}-k{config.top_k}-{config.sampler}"
         f"-{_settings_digest(config)}"
     )
 
@@ -369,10 +449,14 @@ class NestedPrefixScorer:
 def make_sampler(name: str, *, seed: int, n_params: int) -> optuna.samplers.BaseSampler:
     """The sampler named on the command line.
 
+    Control guards reach TPE, GP and NSGA-II as the trials' own constraints (`Trial.set_constraint`).
+
     Raises:
         SearchError: for an unknown name or a missing optional dependency.
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "tpe":
         # Multivariate + grouped TPE models the conditional lambdas jointly; constant liar keeps
         # parallel workers from proposing the same point.
@@ -491,6 +575,51 @@ class _QuotaReached(Exception):
     """Raised in a trial that would exceed the study's total; the trial is marked failed, never scored."""
 
 
+class InterruptGate:
+    """Ctrl-C at safe points only: at once while a trial tagged with this worker is scoring, else deferred.
+
+    Between a trial's creation and its worker tag an interrupt would leave a RUNNING trial nobody can claim,
+    and inside a database call it interrupts SQLAlchemy mid-fetch; so the search keeps the gate closed
+    except around scoring (where a worker spends its time), and a deferred Ctrl-C is raised when the gate
+    next opens or at the search loop's next turn. Installed only in the main thread (where Python runs
+    signal handlers); elsewhere it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.is_open = False
+        self.pending = False
+        self._previous: Any = None
+
+    def __enter__(self) -> InterruptGate:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.is_open:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def open(self) -> None:
+        """Let Ctrl-C through (raising one that arrived while closed)."""
+        self.is_open = True
+        self.check()
+
+    def close(self) -> None:
+        self.is_open = False
+
+    def check(self) -> None:
+        """Raise a deferred Ctrl-C now."""
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
 def use_param(repo_id: str) -> str:
     return f"{USE_PREFIX}{repo_id}"
 
@@ -504,34 +633,59 @@ def coefficients_from_params(params: dict[str, Any], repos: Sequence[str]) -> li
     return [float(params.get(lambda_param(r), 0.0)) if params.get(use_param(r)) else 0.0 for r in repos]
 
 
+@dataclass(frozen=True)
+class GuardScorer:
+    """A control guard bound to the live model: its search-split scorer and the target's own score."""
+
+    control: Control
+    scorer: Any  # search.scoring.Scorer on the control task's search split
+    target_score: float
+
+
 class Objective:
-    """Composes in place, scores nested prefixes and reports them to the pruner.
+    """Composes in place, scores nested prefixes of every task and reports them to the pruner.
 
     Args:
         composer: holds the target weights and candidate vectors; `apply(coefs)` rewrites the live model.
-        scorer: nested-prefix scorer bound to the live model and the search split.
+        scorers: task -> nested-prefix scorer bound to the live model and that task's search split, in the
+            order the tasks are reported (one entry for a single-task search).
         repos: candidate repo ids, in the composer's vector order.
         lambda_max: bound of every coefficient.
         n_trials: the study's quota of finished trials.
         pruning: whether to report intermediate prefixes.
+        kind: objective kind (`search.objectives`).
+        references: task -> the task's fine-tuned reference score on its search split (normalized-mean).
+        guards: control guards, scored after the objective.
+        gate: opened while the tagged trial scores (see `InterruptGate`); None lets Ctrl-C through always.
     """
 
     def __init__(
         self,
         *,
         composer,
-        scorer: NestedPrefixScorer,
+        scorers: dict[str, NestedPrefixScorer],
         repos: Sequence[str],
         lambda_max: float,
         n_trials: int,
         pruning: bool,
+        kind: str = "score",
+        references: dict[str, float] | None = None,
+        guards: Sequence[GuardScorer] = (),
+        gate: InterruptGate | None = None,
     ) -> None:
         self.composer = composer
-        self.scorer = scorer
+        self.gate = gate
+        self.scorers = dict(scorers)
+        self.tasks = list(self.scorers)
         self.repos = list(repos)
         self.lambda_max = lambda_max
         self.n_trials = n_trials
-        self.pruning = pruning
+        self.kind = kind
+        # Optuna prunes single objectives only.
+        self.pruning = pruning and kind != "pareto"
+        self.references = dict(references or {})
+        self.guards = list(guards)
+        self.n_rungs = max(len(s.sizes) for s in self.scorers.values())
         self.worker = worker_id()
 
     def suggest(self, trial: optuna.Trial) -> list[float]:
@@ -541,25 +695,83 @@ class Objective:
             coefs.append(trial.suggest_float(lambda_param(repo), 0.0, self.lambda_max) if use else 0.0)
         return coefs
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def value(self, scores: dict[str, float]) -> float:
+        """The single number reported and maximised (the mean for pareto, which is only displayed)."""
+        return combine(scores, kind=self.kind, references=self.references)
+
+    @contextlib.contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """Open the gate for CPU work (composing, scoring); database calls stay outside it."""
+        if self.gate is None:
+            yield
+            return
+        self.gate.open()
+        try:
+            yield
+        finally:
+            self.gate.close()
+
+    def iter_rungs(self) -> Iterator[tuple[int, dict[str, dict[str, float]]]]:
+        """Yield `(examples scored so far, task -> metrics on its prefix)` after each rung, every task once.
+
+        A task with fewer rungs (a tiny split) keeps its last, complete metrics in later rungs.
+        """
+        iters = {t: s.iter_scores() for t, s in self.scorers.items()}
+        latest: dict[str, tuple[int, dict[str, float]]] = {}
+        for rung in range(self.n_rungs):
+            for task, scorer in self.scorers.items():
+                if rung < len(scorer.sizes):
+                    with self._interruptible():
+                        latest[task] = next(iters[task])
+            yield sum(n for n, _ in latest.values()), {t: m for t, (_, m) in latest.items()}
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         ahead = [
             t for t in trial.study.get_trials(deepcopy=False, states=QUOTA_STATES) if t.number < trial.number
         ]
         if len(ahead) >= self.n_trials:
             raise _QuotaReached(f"trial {trial.number}: the study already has {self.n_trials} trials")
         trial.set_user_attr("worker", self.worker)
-        self.composer.apply(self.suggest(trial))
-        metrics: dict[str, float] = {}
-        last = self.scorer.sizes[-1]
-        for n, metrics in self.scorer.iter_scores():
-            # Each prefix adds only its new examples: a trial stopped at prefix n scored n examples.
-            trial.report(metrics["score"], n)
-            if self.pruning and n < last and trial.should_prune():
-                trial.set_user_attr("examples_scored", n)
-                raise optuna.TrialPruned(f"score {metrics['score']:.2f} on {n} examples")
-        trial.set_user_attr("examples_scored", last)
-        trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
-        return float(metrics["score"])
+        # Tagged: from here an interrupt fails this trial, and `_fail_own_running` finds it.
+        coefs = self.suggest(trial)
+        with self._interruptible():
+            self.composer.apply(coefs)
+        step, per_task = 0, {}
+        for rung, (step, per_task) in enumerate(self.iter_rungs()):
+            if not self.pruning:
+                continue
+            value = self.value({t: m["score"] for t, m in per_task.items()})
+            # Each prefix adds only its new examples: a trial stopped here scored `step` examples.
+            trial.report(value, step)
+            if rung < self.n_rungs - 1 and trial.should_prune():
+                trial.set_user_attr("examples_scored", step)
+                raise optuna.TrialPruned(f"score {value:.2f} on {step} examples")
+        scores = {t: float(m["score"]) for t, m in per_task.items()}
+        if len(self.tasks) == 1:
+            trial.set_user_attr("metrics", {k: float(v) for k, v in per_task[self.tasks[0]].items()})
+        else:
+            trial.set_user_attr(
+                "metrics", {t: {k: float(v) for k, v in m.items()} for t, m in per_task.items()}
+            )
+            trial.set_user_attr("scores", scores)
+        examples = step
+        if self.guards:
+            control_scores = {}
+            for guard in self.guards:
+                with self._interruptible():
+                    result = guard.scorer.score()
+                control_scores[guard.control.task] = float(result.score)
+                # Optuna's own constraint: the samplers steer away from infeasible regions.
+                trial.set_constraint(
+                    guard.control.task,
+                    guard.control.violation(score=float(result.score), target_score=guard.target_score),
+                )
+                examples += result.n
+            trial.set_user_attr("controls", control_scores)
+        trial.set_user_attr("examples_scored", examples)
+        if self.kind == "pareto":
+            return [scores[t] for t in self.tasks]
+        return float(self.value(scores))
 
 
 # --- study creation, warm start, leaderboard sync ----------------------------------------------------
@@ -578,6 +790,65 @@ def select_candidates(screenings: Sequence[dict[str, Any]], *, top_k: int) -> li
     ranked = sorted(screenings, key=lambda s: (-s["gain"], s["candidate_repo"]))
     positive = [s for s in ranked if s["gain"] > 0]
     return (positive or ranked)[:top_k]
+
+
+def multitask_candidates(
+    references: dict[str, dict[str, Any]],
+    helpers: dict[str, Sequence[dict[str, Any]]],
+    *,
+    top_k: int,
+    skip_revisions: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """A multi-task search's ingredients: every task's reference, then helpers round-robin up to `top_k`.
+
+    Args:
+        references: task -> pinned reference `{repo_id, revision}` (the task's own fine-tuned model).
+        helpers: task -> that reference's screenings (any order; positive gains only are used).
+        top_k: total cap; references always enter, helpers fill the places left.
+        skip_revisions: revisions that cannot be ingredients (the target itself).
+
+    Returns:
+        Candidate dicts `{repo_id, revision, best_lambda, gain, role, task}`, references first.
+    """
+    out: list[dict[str, Any]] = []
+    seen = set(skip_revisions)
+    for task, ref in references.items():
+        if ref["revision"] in seen:
+            continue
+        seen.add(ref["revision"])
+        out.append(
+            {
+                "repo_id": ref["repo_id"],
+                "revision": ref["revision"],
+                "best_lambda": 1.0,
+                "gain": 0.0,
+                "role": "reference",
+                "task": task,
+            }
+        )
+    queues = {
+        task: [s for s in sorted(rows, key=lambda s: (-s["gain"], s["candidate_repo"])) if s["gain"] > 0]
+        for task, rows in helpers.items()
+    }
+    while len(out) < top_k and any(queues.values()):
+        for task, queue in queues.items():
+            while queue and queue[0]["candidate_revision"] in seen:
+                queue.pop(0)
+            if not queue or len(out) >= top_k:
+                continue
+            s = queue.pop(0)
+            seen.add(s["candidate_revision"])
+            out.append(
+                {
+                    "repo_id": s["candidate_repo"],
+                    "revision": s["candidate_revision"],
+                    "best_lambda": s["best_lambda"],
+                    "gain": s["gain"],
+                    "role": "helper",
+                    "task": task,
+                }
+            )
+    return out
 
 
 def warm_start_params(
@@ -601,12 +872,32 @@ def warm_start_params(
     return out
 
 
+def multitask_warm_start(
+    candidates: Sequence[dict[str, Any]], *, lambda_max: float, lambdas: Sequence[float] = WARM_UNIFORM
+) -> list[dict[str, Any]]:
+    """A multi-task study's first trials: every reference (and no helper) at one uniform lambda each."""
+    repos = [c["repo_id"] for c in candidates]
+    refs = {c["repo_id"] for c in candidates if c.get("role") == "reference"} or set(repos)
+    out = []
+    for lam in lambdas:
+        params: dict[str, Any] = {use_param(r): r in refs for r in repos}
+        params.update({lambda_param(r): min(lambda_max, lam) for r in repos if r in refs})
+        out.append(params)
+    return out
+
+
+def trial_tasks(meta: dict[str, Any]) -> list[str]:
+    """The tasks a study's objective scores (old single-task studies name only `task`)."""
+    return list(meta.get("tasks") or [meta["task"]])
+
+
 def trial_row(trial: FrozenTrial, meta: dict[str, Any]) -> dict[str, Any]:
     """The leaderboard row of a completed trial, from the trial and the study's frozen context.
 
     Args:
         trial: a COMPLETE trial.
-        meta: the study's `taskvec` user attribute (task, target, base, candidates, scorer, ...).
+        meta: the study's `taskvec` user attribute (task, target, base, candidates, scorer, ...), with the
+            target's scores this worker computed.
 
     Returns:
         Column values of `search.tables.LeaderboardRow` (without held-out scores).
@@ -618,15 +909,36 @@ def trial_row(trial: FrozenTrial, meta: dict[str, Any]) -> dict[str, Any]:
         for c, coef in zip(meta["candidates"], coefs, strict=True)
         if coef != 0.0
     ]
-    score = float(trial.value)
-    task = meta["task"]
+    tasks = trial_tasks(meta)
+    kind = meta.get("objective", "score")
+    if len(tasks) == 1:
+        score = float(trial.value)
+        task_scores = {tasks[0]: score}
+        metrics: dict[str, Any] = {"search": trial.user_attrs.get("metrics", {"score": score})}
+    else:
+        task_scores = {t: float(v) for t, v in trial.user_attrs["scores"].items()}
+        score = combine(task_scores, kind="mean") if kind == "pareto" else float(trial.value)
+        metrics = {"search": trial.user_attrs.get("metrics", {}), "target": meta.get("target_scores", {})}
+    violations = trial.constraints
+    control_scores = trial.user_attrs.get("controls") or {}
+    constraints = {
+        c["task"]: {
+            "score_search": control_scores.get(c["task"]),
+            "target_search": meta.get("control_targets", {}).get(c["task"], {}).get("search"),
+            "target_heldout": meta.get("control_targets", {}).get(c["task"], {}).get("heldout"),
+            "max_drop": c["max_drop"],
+            "violation": float(violations[c["task"]]),
+        }
+        for c in meta.get("controls") or []
+        if c["task"] in violations
+    }
     return {
-        "task": task,
+        "task": meta["task"],
         "study": meta["study"],
         "trial_number": trial.number,
         "state": "complete",
         "score_search": score,
-        "metrics": {"search": trial.user_attrs.get("metrics", {"score": score})},
+        "metrics": metrics,
         "target_score_search": meta["target_score_search"],
         "target_score_heldout": meta.get("target_score_heldout"),
         "target_repo": meta["target"]["repo_id"],
@@ -638,9 +950,11 @@ def trial_row(trial: FrozenTrial, meta: dict[str, Any]) -> dict[str, Any]:
         "method_options": meta["method_options"],
         "scorer": meta["scorer"],
         "split_fingerprints": dict(meta["split_fingerprints"]),
-        "scores": {task: {"search": score, "heldout": None}},
-        "objective": "score",
-        "constraints": {},
+        "scores": {t: {"search": s, "heldout": None} for t, s in task_scores.items()},
+        "objective": kind,
+        "constraints": constraints,
+        "feasible": is_feasible(list(violations.values())),
+        "reference_scores": meta.get("references"),
         "pareto": False,
         "examples_scored": int(trial.user_attrs.get("examples_scored", 0)),
         "worker": trial.user_attrs.get("worker", "unknown"),
@@ -654,7 +968,7 @@ def sync_leaderboard(study: optuna.Study, meta: dict[str, Any], *, db_url: str |
     Returns:
         The number of rows written.
     """
-    from search.leaderboard import existing_trial_numbers, upsert_rows
+    from search.leaderboard import existing_trial_numbers, update_pareto, upsert_rows
 
     done = existing_trial_numbers(study=meta["study"], db_url=db_url)
     missing = [
@@ -664,6 +978,8 @@ def sync_leaderboard(study: optuna.Study, meta: dict[str, Any], *, db_url: str |
     ]
     if missing:
         upsert_rows(missing, db_url=db_url)
+    if meta.get("objective") == "pareto":
+        update_pareto(study=meta["study"], db_url=db_url)
     return len(missing)
 
 
@@ -688,8 +1004,9 @@ def _create_or_load(
     Creation is atomic through the storage's unique study name: of two workers starting together only
     one creates and enqueues the warm start; the other joins.
     """
+    directions = ["maximize"] * (len(config.tasks) if config.kind == "pareto" else 1)
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize")
+        study = optuna.create_study(storage=storage, study_name=name, directions=directions)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(storage=storage, study_name=name)
@@ -701,25 +1018,38 @@ def _create_or_load(
         meta["study"] = name
         study.set_user_attr(STUDY_ATTR, meta)
         if not study.trials:
-            for params in warm_start_params(
-                [
-                    {"candidate_repo": c["repo_id"], "best_lambda": c["best_lambda"]}
-                    for c in meta["candidates"]
-                ],
-                lambda_max=meta["lambda_max"],
-            ):
+            if len(trial_tasks(meta)) > 1:
+                warm = multitask_warm_start(meta["candidates"], lambda_max=meta["lambda_max"])
+            else:
+                warm = warm_start_params(
+                    [
+                        {"candidate_repo": c["repo_id"], "best_lambda": c["best_lambda"]}
+                        for c in meta["candidates"]
+                    ],
+                    lambda_max=meta["lambda_max"],
+                )
+            for params in warm:
                 study.enqueue_trial(params, skip_if_exists=True)
     return study, meta, created
 
 
 def _check_meta(meta: dict[str, Any], config: SearchConfig, target_revision: str, name: str) -> None:
-    if meta["task"] != config.task or meta["target"]["revision"] != target_revision:
+    if trial_tasks(meta) != list(config.tasks) or meta["target"]["revision"] != target_revision:
         raise SearchError(
             f"study {name!r} searches {meta['task']} on {meta['target']['repo_id']}@"
             f"{meta['target']['revision'][:8]}, not this task/target; choose another --study"
         )
     if meta["method"] != config.method:
         raise SearchError(f"study {name!r} uses method {meta['method']}, not {config.method}")
+    if meta.get("objective", "score") != config.kind:
+        raise SearchError(
+            f"study {name!r} uses objective {meta.get('objective', 'score')}, not {config.kind}"
+        )
+    theirs = [(c["task"], float(c["max_drop"])) for c in meta.get("controls") or []]
+    ours = [(c.task, float(c.max_drop)) for c in config.controls]
+    if theirs != ours:
+        shown = ", ".join(f"{t}:{d:g}" for t, d in theirs) or "none"
+        raise SearchError(f"study {name!r} has control guards {shown}; give the same --control options")
 
 
 def _no_screenings_error(config: SearchConfig, target_repo: str) -> SearchError:
@@ -730,9 +1060,11 @@ def _no_screenings_error(config: SearchConfig, target_repo: str) -> SearchError:
 
 
 def _require_screenings(config: SearchConfig, resolved, name: str, storage, fingerprint: str) -> None:
-    """Fail before loading any model when a new study would have no candidates."""
+    """Fail before loading any model when a new single-task study would have no candidates."""
     from search.resolve import screened_candidates
 
+    if config.multi:
+        return  # a multi-task study's ingredients are the tasks' references, resolved with the context
     if screened_candidates(
         task=config.task,
         target_revision=resolved.target.revision,
@@ -748,102 +1080,228 @@ def _require_screenings(config: SearchConfig, resolved, name: str, storage, fing
         raise _no_screenings_error(config, resolved.target.repo_id)
 
 
-def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
-    """Run (or resume, or join) the study until it has `n_trials` finished trials or time runs out.
+def combined_fingerprint(fingerprints: dict[str, str]) -> str:
+    """One fingerprint for several tasks' splits (task order matters: it is the reporting order)."""
+    text = ";".join(f"{task}:{fp}" for task, fp in fingerprints.items())
+    return hashlib.sha256(text.encode()).hexdigest()
 
-    Args:
-        config: the search.
-        progress: show a live progress line with the best score so far.
 
-    Returns:
-        The study's summary after this worker stopped.
+@dataclass
+class _Live:
+    """One worker's live search: the study and its frozen context, one model rewritten in place, scorers."""
+
+    config: SearchConfig
+    name: str
+    study: optuna.Study
+    meta: dict[str, Any]
+    created: bool
+    composer: Any
+    repos: list[str]
+    scorers: dict[str, NestedPrefixScorer]
+    heldout: dict[str, Any]  # task (objective tasks and controls) -> held-out Scorer
+    guards: list[GuardScorer]
+    sizes: dict[str, list[int]]
+
+    @property
+    def reference_search(self) -> dict[str, float]:
+        return {t: r["score_search"] for t, r in (self.meta.get("references") or {}).items()}
+
+    @property
+    def reference_heldout(self) -> dict[str, float]:
+        return {t: r["score_heldout"] for t, r in (self.meta.get("references") or {}).items()}
+
+
+def _score_reference(path: Path, *, task: str, search_split, heldout_split, mode: str) -> tuple[float, float]:
+    """A fine-tuned reference's own (search, held-out) scores on its task (loaded once, then released)."""
+    from search.modeling import load_seq2seq
+    from search.scoring import Scorer
+
+    model, tokenizer = load_seq2seq(path)
+    search = float(Scorer(model, tokenizer, search_split, mode=mode).score().score)
+    heldout = float(Scorer(model, tokenizer, heldout_split, mode=mode).score().score)
+    del model
+    return search, heldout
+
+
+def _open_live(config: SearchConfig, *, create: bool = True) -> _Live:
+    """Resolve the target, open (create, join or only load) the study, and build the live model and scorers.
 
     Raises:
-        SearchError: bad options, no screened candidates, a study of another search, unreachable storage.
-        RegistryError, ModelError, DataError: from the registry, the models or the data (one line each).
-        KeyboardInterrupt: after the completed trials are safely in the leaderboard.
+        SearchError, RegistryError, ModelError, DataError: one line each.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from search.data import load_split
-    from search.leaderboard import refresh_heldout, study_best
     from search.modeling import load_seq2seq
-    from search.resolve import candidate_dirs, load_vectors, resolve_target, screened_candidates
+    from search.resolve import (
+        candidate_dirs,
+        load_vectors,
+        resolve_references,
+        resolve_target,
+        screened_candidates,
+    )
     from search.scoring import Scorer
     from search.taskvector import Composer
 
-    started = time.monotonic()
     config.validate()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    logging.getLogger("optuna").setLevel(logging.ERROR)
+    kind = config.kind
     resolved = resolve_target(config.target, db_url=config.db_url)
     name = config.study_name or default_study_name(config, target_revision=resolved.target.revision)
     storage = open_storage(config)
 
-    search_split = load_split(
-        config.task, split="search", data_dir=config.data_dir, size=config.search_size, seed=config.split_seed
-    )
-    heldout_split = load_split(config.task, split="heldout", data_dir=config.data_dir)
-    _require_screenings(config, resolved, name, storage, search_split.fingerprint)
+    def splits(task: str) -> tuple[Any, Any]:
+        search = load_split(
+            task, split="search", data_dir=config.data_dir, size=config.search_size, seed=config.split_seed
+        )
+        return search, load_split(task, split="heldout", data_dir=config.data_dir)
+
+    search_splits, heldout_splits = {}, {}
+    for task in (*config.tasks, *(c.task for c in config.controls)):
+        search_splits[task], heldout_splits[task] = splits(task)
+    fingerprints = {t: search_splits[t].fingerprint for t in config.tasks}
+    search_fp = fingerprints[config.task] if not config.multi else combined_fingerprint(fingerprints)
+    if create:
+        _require_screenings(config, resolved, name, storage, search_fp)
     model, tokenizer = load_seq2seq(resolved.target.path)
-    sizes = prefix_sizes(
-        len(search_split),
-        rungs=config.prefix_rungs,
-        reduction_factor=config.reduction_factor,
-        pruning=config.pruning,
-    )
-    scorer = NestedPrefixScorer(model, tokenizer, search_split, sizes=sizes, mode=config.mode)
+    pruning = config.pruning and kind != "pareto"
+    sizes = {
+        t: prefix_sizes(
+            len(search_splits[t]),
+            rungs=config.prefix_rungs,
+            reduction_factor=config.reduction_factor,
+            pruning=pruning,
+        )
+        for t in config.tasks
+    }
+    scorers = {
+        t: NestedPrefixScorer(model, tokenizer, search_splits[t], sizes=sizes[t], mode=config.mode)
+        for t in config.tasks
+    }
 
     def build_meta() -> dict[str, Any]:
-        screened = screened_candidates(
-            task=config.task,
-            target_revision=resolved.target.revision,
-            split_fingerprint=search_split.fingerprint,
-            db_url=config.db_url,
-        )
-        if not screened:
-            raise _no_screenings_error(config, resolved.target.repo_id)
-        chosen = select_candidates(screened, top_k=config.top_k)
-        return {
-            "task": config.task,
+        first = scorers[config.tasks[0]].settings
+        scorer_settings: dict[str, Any] = {
+            **first,
+            "split_seed": config.split_seed,
+            "data": str(config.data_dir) if config.data_dir is not None else "hub",
+        }
+        split_fps: dict[str, Any] = {
+            "search": search_fp,
+            "heldout": heldout_splits[config.tasks[0]].fingerprint
+            if not config.multi
+            else combined_fingerprint({t: heldout_splits[t].fingerprint for t in config.tasks}),
+        }
+        meta: dict[str, Any] = {
+            "task": config.label,
+            "tasks": list(config.tasks),
+            "objective": kind,
             "target": {"repo_id": resolved.target.repo_id, "revision": resolved.target.revision},
             "base": {"repo_id": resolved.base.repo_id, "revision": resolved.base.revision},
-            "candidates": [
+            "method": config.method,
+            "method_options": _method_options(config.method, config.method_options),
+            "lambda_max": config.lambda_max,
+            "controls": [{"task": c.task, "max_drop": c.max_drop} for c in config.controls],
+            "pruning": pruning,
+            "n_trials_asked": config.n_trials,
+        }
+        if config.multi:
+            refs = resolve_references(
+                tasks=config.tasks,
+                explicit=config.references,
+                resolved=resolved,
+                fingerprints=fingerprints,
+                db_url=config.db_url,
+            )
+            meta["references"] = {}
+            helpers = {}
+            for task, ref in refs.items():
+                score_search, score_heldout = _score_reference(
+                    ref.path,
+                    task=task,
+                    search_split=search_splits[task],
+                    heldout_split=heldout_splits[task],
+                    mode=config.mode,
+                )
+                meta["references"][task] = {
+                    "repo_id": ref.repo_id,
+                    "revision": ref.revision,
+                    "score_search": score_search,
+                    "score_heldout": score_heldout,
+                }
+                helpers[task] = screened_candidates(
+                    task=task,
+                    target_revision=ref.revision,
+                    split_fingerprint=fingerprints[task],
+                    db_url=config.db_url,
+                )
+            if kind == "normalized-mean":  # fail now, not at the first trial, on a non-positive reference
+                combine(
+                    {t: r["score_search"] for t, r in meta["references"].items()},
+                    kind=kind,
+                    references={t: r["score_search"] for t, r in meta["references"].items()},
+                )
+            meta["candidates"] = multitask_candidates(
+                {t: {"repo_id": r.repo_id, "revision": r.revision} for t, r in refs.items()},
+                helpers,
+                top_k=config.top_k,
+                skip_revisions=[resolved.target.revision, resolved.base.revision],
+            )
+            if not meta["candidates"]:
+                raise SearchError(
+                    f"{config.label}: no ingredient besides the target itself; name other fine-tuned models "
+                    "with --reference TASK=REPO"
+                )
+            scorer_settings["label_words"] = {t: scorers[t].settings["label_words"] for t in config.tasks}
+            scorer_settings["search_size"] = {t: len(search_splits[t]) for t in config.tasks}
+            split_fps["tasks"] = {
+                t: {"search": search_splits[t].fingerprint, "heldout": heldout_splits[t].fingerprint}
+                for t in config.tasks
+            }
+        else:
+            screened = screened_candidates(
+                task=config.task,
+                target_revision=resolved.target.revision,
+                split_fingerprint=search_fp,
+                db_url=config.db_url,
+            )
+            if not screened:
+                raise _no_screenings_error(config, resolved.target.repo_id)
+            meta["candidates"] = [
                 {
                     "repo_id": s["candidate_repo"],
                     "revision": s["candidate_revision"],
                     "best_lambda": s["best_lambda"],
                     "gain": s["gain"],
                 }
-                for s in chosen
-            ],
-            "method": config.method,
-            "method_options": _method_options(config.method, config.method_options),
-            "lambda_max": config.lambda_max,
-            "scorer": {
-                **scorer.settings,
-                "search_size": len(search_split),
-                "split_seed": config.split_seed,
-                "data": str(config.data_dir) if config.data_dir is not None else "hub",
-            },
-            "split_fingerprints": {"search": search_split.fingerprint, "heldout": heldout_split.fingerprint},
-            "pruning": config.pruning,
-            "n_trials_asked": config.n_trials,
-        }
+                for s in select_candidates(screened, top_k=config.top_k)
+            ]
+            scorer_settings["search_size"] = len(search_splits[config.task])
+        if config.controls:
+            split_fps["controls"] = {
+                c.task: {
+                    "search": search_splits[c.task].fingerprint,
+                    "heldout": heldout_splits[c.task].fingerprint,
+                }
+                for c in config.controls
+            }
+        meta["scorer"] = scorer_settings
+        meta["split_fingerprints"] = split_fps
+        return meta
 
-    study, meta, created = _create_or_load(config, storage, name, build_meta)
+    if create:
+        study, meta, created = _create_or_load(config, storage, name, build_meta)
+    else:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError as exc:
+            raise SearchError(f"no study named {name!r}: run the search first") from exc
+        meta, created = study.user_attrs.get(STUDY_ATTR), False
+        if meta is None:
+            raise SearchError(f"study {name!r} has no taskvec context (was it created by `taskvec search`?)")
     _check_meta(meta, config, resolved.target.revision, name)
-    if meta["split_fingerprints"]["search"] != search_split.fingerprint:
+    if meta["split_fingerprints"]["search"] != search_fp:
         raise SearchError(
             f"study {name!r} was run on another search split (fingerprint "
             f"{meta['split_fingerprints']['search'][:12]}); use the same --data and split size"
         )
-    if not created:
-        study.sampler = make_sampler(
-            config.sampler, seed=config.seed + os.getpid() % 100_000, n_params=len(meta["candidates"])
-        )
-    else:
-        study.sampler = make_sampler(config.sampler, seed=config.seed, n_params=len(meta["candidates"]))
 
     repos = [c["repo_id"] for c in meta["candidates"]]
     dirs = candidate_dirs(meta["candidates"], db_url=config.db_url)
@@ -860,28 +1318,100 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
         method=meta["method"],
         method_options=meta["method_options"],
     )
+    heldout = {t: Scorer(model, tokenizer, split, mode=config.mode) for t, split in heldout_splits.items()}
     # The target's own scores, computed once per worker (deterministic) and stored with every row.
     composer.apply([0.0] * len(repos))
-    meta["target_score_search"] = float(scorer.full.score().score)
-    heldout_scorer = Scorer(model, tokenizer, heldout_split, mode=config.mode)
-    meta["target_score_heldout"] = float(heldout_scorer.score().score)
-
-    study.pruner = make_pruner(config, sizes)
-    objective = Objective(
+    target_scores = {
+        t: {"search": float(scorers[t].full.score().score), "heldout": float(heldout[t].score().score)}
+        for t in config.tasks
+    }
+    live = _Live(
+        config=config,
+        name=name,
+        study=study,
+        meta=meta,
+        created=created,
         composer=composer,
-        scorer=scorer,
         repos=repos,
+        scorers=scorers,
+        heldout=heldout,
+        guards=[],
+        sizes=sizes,
+    )
+    objective_kind = "mean" if kind == "pareto" else kind
+    meta["target_scores"] = target_scores
+    meta["target_score_search"] = combine(
+        {t: s["search"] for t, s in target_scores.items()},
+        kind=objective_kind,
+        references=live.reference_search,
+    )
+    meta["target_score_heldout"] = combine(
+        {t: s["heldout"] for t, s in target_scores.items()},
+        kind=objective_kind,
+        references=live.reference_heldout,
+    )
+    meta["control_targets"] = {}
+    for control in config.controls:
+        guard_scorer = Scorer(model, tokenizer, search_splits[control.task], mode=config.mode)
+        target_search = float(guard_scorer.score().score)
+        meta["control_targets"][control.task] = {
+            "search": target_search,
+            "heldout": float(heldout[control.task].score().score),
+        }
+        live.guards.append(GuardScorer(control=control, scorer=guard_scorer, target_score=target_search))
+    return live
+
+
+def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
+    """Run (or resume, or join) the study until it has `n_trials` finished trials or time runs out.
+
+    Args:
+        config: the search (one task, or several with a multi-task objective).
+        progress: show a live progress line with the best score so far.
+
+    Returns:
+        The study's summary after this worker stopped.
+
+    Raises:
+        SearchError: bad options, no screened candidates or references, a study of another search,
+            unreachable storage.
+        RegistryError, ModelError, DataError: from the registry, the models or the data (one line each).
+        KeyboardInterrupt: after the completed trials are safely in the leaderboard.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from search.leaderboard import refresh_heldout, study_best, update_pareto, upsert_rows
+
+    started = time.monotonic()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    live = _open_live(config)
+    study, meta, name = live.study, live.meta, live.name
+    seed = config.seed if live.created else config.seed + os.getpid() % 100_000
+    study.sampler = make_sampler(config.sampler, seed=seed, n_params=len(live.repos))
+    # The pruner's resources: examples scored over all tasks after each rung (single task: the prefixes).
+    n_rungs = max(len(s) for s in live.sizes.values())
+    steps = [sum(s[min(k, len(s) - 1)] for s in live.sizes.values()) for k in range(n_rungs)]
+    study.pruner = make_pruner(config, steps) if config.kind != "pareto" else optuna.pruners.NopPruner()
+    objective = Objective(
+        composer=live.composer,
+        scorers=live.scorers,
+        repos=live.repos,
         lambda_max=meta["lambda_max"],
         n_trials=config.n_trials,
         pruning=config.pruning,
+        kind=config.kind,
+        references=live.reference_search,
+        guards=live.guards,
+        gate=InterruptGate(),
     )
     sync_leaderboard(study, meta, db_url=config.db_url)
-
-    from search.leaderboard import upsert_rows
 
     def on_trial_end(st: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state == TrialState.COMPLETE:
             upsert_rows([trial_row(trial, meta)], db_url=config.db_url)
+            if config.kind == "pareto":
+                update_pareto(study=name, db_url=config.db_url)
 
     trials_here = 0
     stopped = "done"
@@ -896,19 +1426,25 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     if progress:
         from rich.console import Console
 
+        what = f"{len(live.repos)} candidates, prefixes {live.sizes[config.tasks[0]]}"
+        if config.multi:
+            what = f"{len(live.repos)} ingredients over {config.label} ({config.kind})"
+        if config.controls:
+            what += ", controls " + ", ".join(c.as_text() for c in config.controls)
         Console(stderr=True).print(
-            f"study [bold]{name}[/] ({redact_url(config.storage or default_storage())}): "
-            f"{len(repos)} candidates, prefixes {sizes}",
+            f"study [bold]{name}[/] ({redact_url(config.storage or default_storage())}): {what}",
             highlight=False,
         )
     try:
-        with Progress(*columns, disable=not progress, transient=False) as bar:
-            job = bar.add_task(f"search {config.task}", total=config.n_trials, best="")
+        with objective.gate, Progress(*columns, disable=not progress, transient=False) as bar:
+            job = bar.add_task(f"search {config.label}", total=config.n_trials, best="")
             while True:
+                objective.gate.check()
                 complete, pruned, running, waiting = _finished_counts(study)
                 if progress:
-                    best = _best_text(study, meta)
-                    bar.update(job, completed=min(complete + pruned, config.n_trials), best=best)
+                    bar.update(
+                        job, completed=min(complete + pruned, config.n_trials), best=_best_text(study, meta)
+                    )
                 if complete + pruned >= config.n_trials:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
@@ -922,6 +1458,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
                     continue
                 study.optimize(objective, n_trials=1, catch=(_QuotaReached,), callbacks=[on_trial_end])
                 trials_here += 1
+            objective.gate.check()
     except KeyboardInterrupt:
         _fail_own_running(study, objective.worker)
         sync_leaderboard(study, meta, db_url=config.db_url)
@@ -933,17 +1470,20 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
             study=name,
             top_n=config.heldout_top_n,
             data_dir=config.data_dir,
-            live=(composer, heldout_scorer, repos),
+            live=(live.composer, live.heldout, live.repos),
         )
     complete, pruned, _, _ = _finished_counts(study)
     best_row = study_best(study=name, db_url=config.db_url)
     examples = sum(
         int(t.user_attrs.get("examples_scored", 0)) for t in study.get_trials(deepcopy=False, states=FINISHED)
     )
+    from search.leaderboard import query
+
+    rows = query(db_url=config.db_url, study=name)
     return SearchSummary(
         study_name=name,
         storage=redact_url(config.storage or default_storage()),
-        task=config.task,
+        task=config.label,
         n_finished=complete + pruned,
         n_complete=complete,
         n_pruned=pruned,
@@ -954,9 +1494,15 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
         best_score_heldout=None if best_row is None else best_row["score_heldout"],
         target_score_search=meta["target_score_search"],
         target_score_heldout=meta["target_score_heldout"],
-        candidates=tuple(repos),
+        candidates=tuple(live.repos),
         elapsed_s=time.monotonic() - started,
         stopped=stopped,
+        objective=config.kind,
+        best_scores=None
+        if best_row is None or not config.multi
+        else {t: s["search"] for t, s in best_row["scores"].items()},
+        n_infeasible=sum(1 for r in rows if not r["feasible"]),
+        n_pareto=sum(1 for r in rows if r["pareto"]),
     )
 
 
@@ -969,8 +1515,100 @@ def _fail_own_running(study: optuna.Study, worker: str) -> None:
 
 
 def _best_text(study: optuna.Study, meta: dict[str, Any]) -> str:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    from search.report import trial_value as trial_summary_value
+
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if is_feasible(list(t.constraints.values()))
+    ]
     if not complete:
         return f"target {meta['target_score_search']:.2f}"
-    best = max(complete, key=lambda t: t.value)
-    return f"best {best.value:.2f} (trial {best.number}) vs target {meta['target_score_search']:.2f}"
+    best = max(complete, key=trial_summary_value)
+    what = "best mean" if meta.get("objective") == "pareto" else "best"
+    return (
+        f"{what} {trial_summary_value(best):.2f} (trial {best.number}) vs target "
+        f"{meta['target_score_search']:.2f}"
+    )
+
+
+# --- FusionBench's baseline ------------------------------------------------------------------------------
+
+BASELINE_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """Task arithmetic with one global lambda over all of a study's ingredients (FusionBench's baseline).
+
+    The lambda is chosen on the search split, as the study's compositions are; held-out is only reported.
+
+    Attributes:
+        study: the study whose ingredients were used.
+        ingredients: their repo ids.
+        lambda_: the chosen global coefficient.
+        grid: lambda -> objective on the search split.
+        scores: task -> {"search", "heldout"} at the chosen lambda.
+        objective_search: the objective at the chosen lambda on the search split.
+        objective_heldout: the same objective on the held-out split.
+        feasible: whether every control guard held on the search split.
+    """
+
+    study: str
+    ingredients: tuple[str, ...]
+    lambda_: float
+    grid: dict[float, float]
+    scores: dict[str, dict[str, float]]
+    objective_search: float
+    objective_heldout: float
+    feasible: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def global_lambda_baseline(
+    config: SearchConfig, *, lambdas: Sequence[float] = BASELINE_LAMBDAS
+) -> BaselineResult:
+    """Score `theta_T + lambda * sum_i tau_i` over the study's ingredients for each lambda of a grid.
+
+    Args:
+        config: the search whose study exists (same options as the `run_search` that made it).
+        lambdas: the grid; the best on the search split (among those passing the guards, if any) is kept.
+
+    Returns:
+        The chosen lambda with its per-task search and held-out scores.
+
+    Raises:
+        SearchError: if the study does not exist or the grid is empty.
+    """
+    if not lambdas:
+        raise SearchError("the baseline needs at least one lambda")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    live = _open_live(config, create=False)
+    kind = "mean" if config.kind == "pareto" else config.kind
+    grid: dict[float, float] = {}
+    per_lambda: dict[float, tuple[dict[str, float], bool]] = {}
+    for lam in lambdas:
+        live.composer.apply([float(lam)] * len(live.repos))
+        scores = {t: float(s.full.score().score) for t, s in live.scorers.items()}
+        ok = all(
+            g.control.violation(score=float(g.scorer.score().score), target_score=g.target_score) <= 0
+            for g in live.guards
+        )
+        grid[float(lam)] = combine(scores, kind=kind, references=live.reference_search)
+        per_lambda[float(lam)] = (scores, ok)
+    feasible = [lam for lam in grid if per_lambda[lam][1]] or list(grid)
+    best = max(feasible, key=lambda lam: (grid[lam], -lam))
+    live.composer.apply([best] * len(live.repos))
+    heldout = {t: float(live.heldout[t].score().score) for t in config.tasks}
+    return BaselineResult(
+        study=live.name,
+        ingredients=tuple(live.repos),
+        lambda_=best,
+        grid=grid,
+        scores={t: {"search": per_lambda[best][0][t], "heldout": heldout[t]} for t in config.tasks},
+        objective_search=grid[best],
+        objective_heldout=combine(heldout, kind=kind, references=live.reference_heldout),
+        feasible=per_lambda[best][1],
+    )

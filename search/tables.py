@@ -1,19 +1,20 @@
 """Search's tables on the registry's declarative `Base`: screenings and the leaderboard.
 
-Both tables are created by the Alembic migration `alembic/versions/0002_search_tables.py`; the ORM
-classes here must stay in step with it. JSON columns use SQLAlchemy's generic `JSON` so that the same
+Both tables are created by the Alembic migrations `alembic/versions/0002_search_tables.py` and
+`0003_multitask_leaderboard.py`; the ORM classes here must stay in step with them. JSON columns use SQLAlchemy's generic `JSON` so that the same
 schema runs on SQLite and PostgreSQL.
 
 The leaderboard is shaped for multi-task objectives from the start: `scores` maps task -> {search,
 heldout}, `objective` names how those scores were combined, `constraints` holds guard values and
-`pareto` marks non-dominated rows. A single-task search fills `scores` with one task.
+`pareto` marks non-dominated rows, `feasible` whether every control guard held. A single-task search
+fills `scores` with one task.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from registry.db import Base
@@ -91,6 +92,10 @@ class LeaderboardRow(Base):
     objective: Mapped[str] = mapped_column(String(64), default="score")
     constraints: Mapped[dict] = mapped_column(JSON, default=dict)
     pareto: Mapped[bool] = mapped_column(Boolean, default=False)
+    # False when a control guard failed (`constraints` says which); infeasible rows never rank as best.
+    feasible: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true(), index=True)
+    # Multi-task: task -> the task's own fine-tuned model {repo_id, revision, score_search, score_heldout}.
+    reference_scores: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     examples_scored: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str] = mapped_column(String(256))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
