@@ -4,7 +4,10 @@
 
 Builds (or reuses) the zoo, syncs the registry from its `hub/`, screens and searches each of the four GLUE
 tasks with a small budget, prints the leaderboard (target vs best composition, search and held-out
-scores) and writes a report per study plus an index page. Everything the demo writes, its database and
+scores) and writes a report per study plus an index page. Then one multi-task search composes the four
+fine-tuned targets from the base into a single model (normalized mean: each task's score over its own
+fine-tuned model's) and prints it beside each fine-tuned model and FusionBench's baseline, one global lambda
+over the same four task vectors. Everything the demo writes, its database and
 Optuna storage included, lives under `--out` (TASKVEC_HOME is pointed there), so it never touches the
 user's own taskvec files. Rerunning reuses the zoo, the registry, the screenings and the studies: a
 finished demo reruns in seconds, an interrupted one resumes. The last line printed is one JSON object.
@@ -45,6 +48,8 @@ class DemoConfig:
         search_size: examples in each search split (None: the data module's default).
         lambdas: the screening grid.
         progress: show progress bars.
+        multi_trials: finished trials of the multi-task search (0 skips it; it needs two tasks or more).
+        multi_objective: its objective (`normalized-mean`, `mean` or `pareto`).
     """
 
     out: Path
@@ -58,6 +63,8 @@ class DemoConfig:
     search_size: int | None = None
     lambdas: tuple[float, ...] = DEMO_LAMBDAS
     progress: bool = True
+    multi_trials: int = 24
+    multi_objective: str = "normalized-mean"
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,32 @@ class TaskResult:
 
 
 @dataclass(frozen=True)
+class MultiTaskResult:
+    """The multi-task composition against each task's own fine-tuned model and the global-lambda baseline.
+
+    Each `*_scores` maps task -> {"search", "heldout"}; each `*_normalized` maps split -> the normalized
+    mean (100 x mean of score / fine-tuned score) over the tasks.
+    """
+
+    study: str
+    objective: str
+    n_finished: int
+    n_pruned: int
+    best_trial: int | None
+    ingredients: list[dict[str, Any]]
+    finetuned_scores: dict[str, dict[str, float]]
+    base_scores: dict[str, dict[str, float]]
+    best_scores: dict[str, dict[str, float | None]]
+    baseline_lambda: float
+    baseline_scores: dict[str, dict[str, float]]
+    base_normalized: dict[str, float]
+    best_normalized: dict[str, float | None]
+    baseline_normalized: dict[str, float]
+    report: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class DemoSummary:
     """The demo's results and timings."""
 
@@ -90,6 +123,7 @@ class DemoSummary:
     results: list[TaskResult]
     report: str
     timings: dict[str, float]
+    multi: MultiTaskResult | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,10 +242,99 @@ def run_demo(config: DemoConfig) -> DemoSummary:
         )
         timings[f"{task}_s"] = results[-1].seconds
 
-    report = _write_index(out, results)
+    multi = None
+    if config.multi_trials > 0 and len(config.tasks) > 1:
+        t_multi = time.perf_counter()
+        _say(
+            config,
+            f"\n[{','.join(config.tasks)}] multi-task search from {BASE_REPO} ({config.multi_trials} trials)",
+        )
+        multi = run_multitask(config, zoo=zoo, out=out, db_url=db_url, storage=storage)
+        timings["multitask_s"] = time.perf_counter() - t_multi
+
+    report = _write_index(out, results, multi)
     timings["total_s"] = sum(timings.values())
     return DemoSummary(
-        zoo=str(zoo), db_url=db_url, storage=storage, results=results, report=str(report), timings=timings
+        zoo=str(zoo),
+        db_url=db_url,
+        storage=storage,
+        results=results,
+        report=str(report),
+        timings=timings,
+        multi=multi,
+    )
+
+
+def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, storage: str) -> MultiTaskResult:
+    """One model for all the demo's tasks: a multi-task search over their fine-tuned targets, and the baseline.
+
+    The targets were screened above, so the registry names each task's fine-tuned model (its reference);
+    `top_k` = the number of tasks keeps the ingredients to exactly those models, FusionBench's setting.
+    """
+    from search.leaderboard import study_best
+    from search.objectives import combine
+    from search.report import write_report
+    from search.study import SearchConfig, global_lambda_baseline, run_search
+
+    started = time.perf_counter()
+    search = SearchConfig(
+        task=",".join(config.tasks),
+        target=BASE_REPO,
+        objective=config.multi_objective,
+        data_dir=zoo,
+        top_k=len(config.tasks),
+        n_trials=config.multi_trials,
+        storage=storage,
+        db_url=db_url,
+        heldout_top_n=config.heldout_top_n,
+        search_size=config.search_size,
+        seed=config.seed,
+    )
+    summary = run_search(search, progress=config.progress)
+    baseline = global_lambda_baseline(search)
+    best = study_best(study=summary.study_name, db_url=db_url)
+    index = write_report(
+        study=summary.study_name, storage=storage, db_url=db_url, out=out / "report" / "multitask"
+    )
+    if best is None:
+        from registry.errors import SearchError
+
+        raise SearchError(f"multi-task study {summary.study_name} finished no trial")
+    refs = best["reference_scores"]
+    finetuned = {
+        t: {"search": refs[t]["score_search"], "heldout": refs[t]["score_heldout"]} for t in config.tasks
+    }
+    base = {t: dict(best["metrics"]["target"][t]) for t in config.tasks}
+    best_scores = {t: dict(best["scores"][t]) for t in config.tasks}
+
+    def normalized(scores: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
+        out_: dict[str, float | None] = {}
+        for split in ("search", "heldout"):
+            values = {t: scores[t].get(split) for t in config.tasks}
+            if any(v is None for v in values.values()):
+                out_[split] = None
+                continue
+            refs_split = {t: finetuned[t][split] for t in config.tasks}
+            out_[split] = combine(values, kind="normalized-mean", references=refs_split)
+        return out_
+
+    return MultiTaskResult(
+        study=summary.study_name,
+        objective=summary.objective,
+        n_finished=summary.n_finished,
+        n_pruned=summary.n_pruned,
+        best_trial=summary.best_trial,
+        ingredients=list(best["ingredients"]),
+        finetuned_scores=finetuned,
+        base_scores=base,
+        best_scores=best_scores,
+        baseline_lambda=baseline.lambda_,
+        baseline_scores=baseline.scores,
+        base_normalized=normalized(base),
+        best_normalized=normalized(best_scores),
+        baseline_normalized=normalized(baseline.scores),
+        report=str(index.relative_to(out)),
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -274,7 +397,46 @@ def leaderboard_table(results: Sequence[TaskResult]):
     return table
 
 
-def _write_index(out: Path, results: Sequence[TaskResult]) -> Path:
+def multitask_table(multi: MultiTaskResult):
+    """The demo's multi-task table: per task, held-out scores of each model; normalized means below."""
+    from rich.table import Table
+
+    table = Table(
+        title=(
+            "one model for all tasks (held-out split; normalized = 100 x mean of score / fine-tuned score; "
+            "chosen on the search split)"
+        )
+    )
+    columns = (
+        "task",
+        "fine-tuned\n(its own model)",
+        "base",
+        f"global lambda\n(= {multi.baseline_lambda:g}, FusionBench)",
+        "multi-task search\n(best trial)",
+    )
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for task in multi.finetuned_scores:
+        table.add_row(
+            task,
+            _fmt(multi.finetuned_scores[task]["heldout"]),
+            _fmt(multi.base_scores[task]["heldout"]),
+            _fmt(multi.baseline_scores[task]["heldout"]),
+            _fmt(multi.best_scores[task]["heldout"]),
+        )
+    for split in ("heldout", "search"):
+        table.add_row(
+            f"normalized mean ({'held-out' if split == 'heldout' else 'search'})",
+            "100.00",
+            _fmt(multi.base_normalized[split]),
+            _fmt(multi.baseline_normalized[split]),
+            _fmt(multi.best_normalized[split]),
+            style="bold" if split == "heldout" else None,
+        )
+    return table
+
+
+def _write_index(out: Path, results: Sequence[TaskResult], multi: MultiTaskResult | None = None) -> Path:
     """`out/report/index.html`: the demo's table, linking each task's study report."""
     rows = "\n".join(
         "<tr>"
@@ -297,7 +459,9 @@ beside, never used to choose. Each task links to its study's report.</p>
 <table><tr><th>task</th><th>target search</th><th>best search</th><th>gain</th><th>target held-out</th>
 <th>best held-out</th><th>gain</th><th>composition</th></tr>
 {rows}
-</table></body></html>
+</table>
+{_multi_html(multi)}
+</body></html>
 """
     path = out / "report" / "index.html"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,6 +469,26 @@ beside, never used to choose. Each task links to its study's report.</p>
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _multi_html(multi: MultiTaskResult | None) -> str:
+    if multi is None:
+        return ""
+    rows = "\n".join(
+        f"<tr><td>{html.escape(t)}</td><td>{_fmt(multi.finetuned_scores[t]['heldout'])}</td>"
+        f"<td>{_fmt(multi.base_scores[t]['heldout'])}</td><td>{_fmt(multi.baseline_scores[t]['heldout'])}</td>"
+        f"<td>{_fmt(multi.best_scores[t]['heldout'])}</td></tr>"
+        for t in multi.finetuned_scores
+    )
+    link = html.escape(Path(multi.report).relative_to("report").as_posix())
+    return f"""<h2>One model for all tasks (<a href='{link}'>multi-task study</a>)</h2>
+<p>Held-out scores; normalized mean = 100 x mean of each score over the task's own fine-tuned model's.
+The global lambda ({multi.baseline_lambda:g}) and the composition were chosen on the search split.</p>
+<table><tr><th>task</th><th>fine-tuned</th><th>base</th><th>global lambda</th><th>multi-task search</th></tr>
+{rows}
+<tr><th>normalized mean</th><td>100.00</td><td>{_fmt(multi.base_normalized["heldout"])}</td>
+<td>{_fmt(multi.baseline_normalized["heldout"])}</td><td>{_fmt(multi.best_normalized["heldout"])}</td></tr>
+</table>"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -325,6 +509,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=DemoConfig.top_k, help="Candidates per search.")
     parser.add_argument("--tasks", default=",".join(GLUE_TASKS), help="Comma-separated GLUE tasks.")
     parser.add_argument("--search-size", type=int, default=None, help="Examples in each search split.")
+    parser.add_argument(
+        "--multi-trials",
+        type=int,
+        default=DemoConfig.multi_trials,
+        help="Multi-task search trials (0 skips).",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     args = parser.parse_args(argv)
 
@@ -341,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trials=args.trials,
         top_k=args.top_k,
         search_size=args.search_size,
+        multi_trials=args.multi_trials,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         progress=not args.quiet,
     )
@@ -354,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=max(120, Console().width))  # the table stays readable when piped to a file
     console.print()
     console.print(leaderboard_table(summary.results))
+    if summary.multi is not None:
+        console.print(multitask_table(summary.multi))
     console.print(f"report: {summary.report}", highlight=False)
     console.print(
         f"leaderboard again: TASKVEC_DB={summary.db_url} taskvec leaderboard", highlight=False, soft_wrap=True
@@ -374,6 +567,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "pruned": r.n_pruned,
                     }
                     for r in summary.results
+                },
+                "multitask": None
+                if summary.multi is None
+                else {
+                    "study": summary.multi.study,
+                    "trials": summary.multi.n_finished,
+                    "pruned": summary.multi.n_pruned,
+                    "finetuned": summary.multi.finetuned_scores,
+                    "best": summary.multi.best_scores,
+                    "global_lambda": {
+                        "lambda": summary.multi.baseline_lambda,
+                        "scores": summary.multi.baseline_scores,
+                    },
+                    "normalized_mean": {
+                        "base": summary.multi.base_normalized,
+                        "global_lambda": summary.multi.baseline_normalized,
+                        "best": summary.multi.best_normalized,
+                    },
                 },
             }
         )

@@ -36,6 +36,7 @@ def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, 
         search_size=SEARCH_SIZE,
         lambdas=(1.0,),
         progress=False,
+        multi_trials=TRIALS,
     )
     summary = demo.run_demo(config)
 
@@ -61,11 +62,27 @@ def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, 
     index = (out / "report" / "index.html").read_text()
     assert all(f">{t}</a>" in index and f"{t}/index.html" in index for t in config.tasks)
 
+    # one model for both tasks: the ingredients are the two fine-tuned targets, found through screening
+    multi = summary.multi
+    assert multi is not None and multi.n_finished == TRIALS and "multitask/index.html" in index
+    assert {i["repo_id"] for i in multi.ingredients} <= {demo.TARGET_FMT.format(task=t) for t in TASKS}
+    best = leaderboard.study_best(study=multi.study, db_url=db_url)
+    assert best["trial_number"] == multi.best_trial and best["objective"] == "normalized-mean"
+    for t in TASKS:
+        assert multi.best_scores[t] == best["scores"][t] and multi.best_scores[t]["heldout"] is not None
+        assert multi.finetuned_scores[t]["heldout"] == best["reference_scores"][t]["score_heldout"]
+    assert multi.best_normalized["search"] == pytest.approx(best["score_search"])
+    assert multi.best_normalized["heldout"] == pytest.approx(best["score_heldout"])
+    assert multi.base_normalized["search"] == pytest.approx(best["target_score_search"])
+    assert set(multi.baseline_scores) == set(TASKS) and multi.baseline_normalized["heldout"] is not None
+
     # rerun: everything is reused, no new trial, no duplicate row
-    before = {r.study: len(leaderboard.query(db_url=db_url, study=r.study)) for r in summary.results}
+    studies = [r.study for r in summary.results] + [multi.study]
+    before = {s: len(leaderboard.query(db_url=db_url, study=s)) for s in studies}
     again = demo.run_demo(config)
     assert [r.best_score_search for r in again.results] == [r.best_score_search for r in summary.results]
-    assert {r.study: len(leaderboard.query(db_url=db_url, study=r.study)) for r in again.results} == before
+    assert again.multi.best_normalized == multi.best_normalized
+    assert {s: len(leaderboard.query(db_url=db_url, study=s)) for s in studies} == before
     assert again.timings["zoo_s"] < 5
 
     # the command prints the table and ends with one JSON object
@@ -75,11 +92,14 @@ def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, 
             [
                 *("--out", str(out), "--zoo", str(tiny_zoo), "--trials", str(TRIALS), "--top-k", "2"),
                 *("--tasks", ",".join(TASKS), "--search-size", str(SEARCH_SIZE), "--quiet"),
+                *("--multi-trials", str(TRIALS)),
             ]
         )
         == 0
     )
     printed = capsys.readouterr().out.strip().splitlines()
     assert "target vs best composition" in "\n".join(printed)
+    assert "one model for all tasks" in "\n".join(printed)
     last = json.loads(printed[-1])
     assert set(last["tasks"]) == set(config.tasks)
+    assert last["multitask"]["normalized_mean"]["best"] == pytest.approx(multi.best_normalized)
