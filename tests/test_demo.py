@@ -37,6 +37,7 @@ def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, 
         lambdas=(1.0,),
         progress=False,
         multi_trials=TRIALS,
+        multi_search_size=SEARCH_SIZE,
     )
     summary = demo.run_demo(config)
 
@@ -62,7 +63,7 @@ def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, 
     index = (out / "report" / "index.html").read_text()
     assert all(f">{t}</a>" in index and f"{t}/index.html" in index for t in config.tasks)
 
-    # one model for both tasks: the ingredients are the two fine-tuned targets, found through screening
+    # one model for both tasks: the ingredients are the two fine-tuned targets
     multi = summary.multi
     assert multi is not None and multi.n_finished == TRIALS and "multitask/index.html" in index
     assert {i["repo_id"] for i in multi.ingredients} <= {demo.TARGET_FMT.format(task=t) for t in TASKS}
@@ -92,7 +93,7 @@ def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, 
             [
                 *("--out", str(out), "--zoo", str(tiny_zoo), "--trials", str(TRIALS), "--top-k", "2"),
                 *("--tasks", ",".join(TASKS), "--search-size", str(SEARCH_SIZE), "--quiet"),
-                *("--multi-trials", str(TRIALS)),
+                *("--multi-trials", str(TRIALS), "--multi-search-size", str(SEARCH_SIZE)),
             ]
         )
         == 0
