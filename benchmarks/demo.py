@@ -277,6 +277,7 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
     ran on the smaller single-task splits. `top_k` = the number of tasks keeps the ingredients to exactly
     those models, FusionBench's setting.
     """
+    from registry.errors import SearchError
     from search.leaderboard import study_best
     from search.objectives import combine
     from search.report import write_report
@@ -300,13 +301,11 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
     summary = run_search(search, progress=config.progress)
     baseline = global_lambda_baseline(search)
     best = study_best(study=summary.study_name, db_url=db_url)
+    if best is None:
+        raise SearchError(f"multi-task study {summary.study_name} finished no trial")
     index = write_report(
         study=summary.study_name, storage=storage, db_url=db_url, out=out / "report" / "multitask"
     )
-    if best is None:
-        from registry.errors import SearchError
-
-        raise SearchError(f"multi-task study {summary.study_name} finished no trial")
     refs = best["reference_scores"]
     finetuned = {
         t: {"search": refs[t]["score_search"], "heldout": refs[t]["score_heldout"]} for t in config.tasks

@@ -34,6 +34,7 @@ import optuna
 from matplotlib.figure import Figure
 
 from registry.errors import SearchError
+from search.study import coefficients_from_params, trial_feasible, trial_value
 
 # fANOVA fits a random forest on the trials: below this many it mostly reports noise.
 MIN_TRIALS_FOR_FANOVA = 8
@@ -99,17 +100,6 @@ def load_study(*, study: str, storage: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=url)
 
 
-def trial_value(trial: optuna.trial.FrozenTrial) -> float:
-    """A trial's one number: its value, or the mean of a multi-objective trial's values."""
-    values = trial.values or []
-    return float(values[0]) if len(values) == 1 else float(sum(values) / max(1, len(values)))
-
-
-def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether every constraint (taskvec's control guards) holds."""
-    return all(v <= 0.0 for v in trial.constraints.values())
-
-
 def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The study's completed trials with finite values, in trial-number order."""
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -134,8 +124,6 @@ def coefficient_table(
     meta = study.user_attrs.get("taskvec") or {}
     repos = [c["repo_id"] for c in meta.get("candidates") or []]
     if repos:
-        from search.study import coefficients_from_params
-
         rows = [coefficients_from_params(t.params, repos) for t in trials]
         return {repo: [row[i] for row in rows] for i, repo in enumerate(repos)}
     names = sorted({n for t in trials for n, v in t.params.items() if isinstance(v, int | float | bool)})
@@ -289,8 +277,8 @@ def _history_figure(
 ) -> Figure:
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
-    ok = [t for t in trials if _feasible(t)]
-    bad = [t for t in trials if not _feasible(t)]
+    ok = [t for t in trials if trial_feasible(t)]
+    bad = [t for t in trials if not trial_feasible(t)]
     ax.scatter(
         [t.number for t in ok], [trial_value(t) for t in ok], s=14, alpha=0.7, label="trial (search split)"
     )
@@ -434,7 +422,7 @@ def _html_page(
     plots: Sequence[str] = PLOT_FILES,
 ) -> str:
     esc = html.escape
-    ok = [t for t in trials if _feasible(t)] or list(trials)
+    ok = [t for t in trials if trial_feasible(t)] or list(trials)
     best = (max if maximize else min)(ok, key=trial_value)
     task = next((r.get("task") for r in rows if r.get("task")), "")
     top = rows[:TOP_ROWS_IN_HTML]

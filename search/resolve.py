@@ -267,24 +267,32 @@ def base_dir_of(*, repo_id: str, revision: str, db_url: str | None = None) -> Pa
 
 
 def screened_targets(
-    *, task: str, split_fingerprint: str, base_revision: str, db_url: str | None = None
-) -> list[tuple[str, str]]:
-    """Distinct (repo id, revision) of the targets screened for `task` on this split against this base."""
+    *, task: str, split_fingerprint: str, base: Resolved, db_url: str | None = None
+) -> list[Pinned]:
+    """The targets screened for `task` on this split, compatible with `base.base` (folders unresolved)."""
     from registry.db import session_scope
+    from registry.models import Checkpoint
     from search.tables import Screening
 
     with session_scope(db_url) as session:
         rows = session.execute(
-            select(Screening.target_repo, Screening.target_revision)
+            select(Screening.target_repo, Screening.target_revision, Checkpoint.source)
+            .join(
+                Checkpoint,
+                (Checkpoint.repo_id == Screening.target_repo)
+                & (Checkpoint.revision == Screening.target_revision),
+            )
             .where(
                 Screening.task == task,
                 Screening.split_fingerprint == split_fingerprint,
-                Screening.base_revision == base_revision,
+                Screening.base_revision == base.base.revision,
+                Checkpoint.base_id == base.base_id,
+                Checkpoint.status == "compatible",
             )
             .distinct()
             .order_by(Screening.target_repo, Screening.target_revision)
         ).all()
-    return [(repo, revision) for repo, revision in rows]
+    return [Pinned(repo_id=repo, revision=rev, path=Path(), source=source) for repo, rev, source in rows]
 
 
 def resolve_references(
@@ -327,7 +335,7 @@ def resolve_references(
         found = screened_targets(
             task=task,
             split_fingerprint=fingerprints[task],
-            base_revision=resolved.base.revision,
+            base=resolved,
             db_url=db_url,
         )
         if not found:
@@ -336,11 +344,12 @@ def resolve_references(
                 f"or screen it first (`taskvec screen --task {task} --target REPO`, same --data)"
             )
         if len(found) > 1:
-            names = ", ".join(f"{r}@{v[:8]}" for r, v in found)
+            names = ", ".join(f"{p.repo_id}@{p.revision[:8]}" for p in found)
             raise SearchError(
                 f"{task}: several fine-tuned models were screened ({names}); choose one with --reference"
             )
-        repo_id, revision = found[0]
-        path = candidate_dirs([{"repo_id": repo_id, "revision": revision}], db_url=db_url)[0]
-        out[task] = Pinned(repo_id=repo_id, revision=revision, path=path, source="registry")
+        try:
+            out[task] = pin_dir(found[0])
+        except RegistryError as exc:
+            raise SearchError(f"{found[0].repo_id}: {exc}") from exc
     return out

@@ -688,6 +688,13 @@ class Objective:
         self.n_rungs = max(len(s.sizes) for s in self.scorers.values())
         self.worker = worker_id()
 
+    @property
+    def steps(self) -> list[int]:
+        """Examples scored over all tasks after each rung: the pruner's resources (one task: its prefixes)."""
+        return [
+            sum(s.sizes[min(k, len(s.sizes) - 1)] for s in self.scorers.values()) for k in range(self.n_rungs)
+        ]
+
     def suggest(self, trial: optuna.Trial) -> list[float]:
         coefs = []
         for repo in self.repos:
@@ -1090,7 +1097,6 @@ def combined_fingerprint(fingerprints: dict[str, str]) -> str:
 class _Live:
     """One worker's live search: the study and its frozen context, one model rewritten in place, scorers."""
 
-    config: SearchConfig
     name: str
     study: optuna.Study
     meta: dict[str, Any]
@@ -1100,7 +1106,6 @@ class _Live:
     scorers: dict[str, NestedPrefixScorer]
     heldout: dict[str, Any]  # task (objective tasks and controls) -> held-out Scorer
     guards: list[GuardScorer]
-    sizes: dict[str, list[int]]
 
     @property
     def reference_search(self) -> dict[str, float]:
@@ -1111,15 +1116,14 @@ class _Live:
         return {t: r["score_heldout"] for t, r in (self.meta.get("references") or {}).items()}
 
 
-def _score_reference(path: Path, *, task: str, search_split, heldout_split, mode: str) -> tuple[float, float]:
-    """A fine-tuned reference's own (search, held-out) scores on its task (loaded once, then released)."""
+def _score_reference(path: Path, *, search_split, heldout_split, mode: str) -> tuple[float, float]:
+    """A fine-tuned reference's own (search, held-out) scores on its task's splits."""
     from search.modeling import load_seq2seq
     from search.scoring import Scorer
 
     model, tokenizer = load_seq2seq(path)
     search = float(Scorer(model, tokenizer, search_split, mode=mode).score().score)
     heldout = float(Scorer(model, tokenizer, heldout_split, mode=mode).score().score)
-    del model
     return search, heldout
 
 
@@ -1215,7 +1219,6 @@ def _open_live(config: SearchConfig, *, create: bool = True) -> _Live:
             for task, ref in refs.items():
                 score_search, score_heldout = _score_reference(
                     ref.path,
-                    task=task,
                     search_split=search_splits[task],
                     heldout_split=heldout_splits[task],
                     mode=config.mode,
@@ -1326,7 +1329,6 @@ def _open_live(config: SearchConfig, *, create: bool = True) -> _Live:
         for t in config.tasks
     }
     live = _Live(
-        config=config,
         name=name,
         study=study,
         meta=meta,
@@ -1336,7 +1338,6 @@ def _open_live(config: SearchConfig, *, create: bool = True) -> _Live:
         scorers=scorers,
         heldout=heldout,
         guards=[],
-        sizes=sizes,
     )
     objective_kind = "mean" if kind == "pareto" else kind
     meta["target_scores"] = target_scores
@@ -1389,10 +1390,6 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     study, meta, name = live.study, live.meta, live.name
     seed = config.seed if live.created else config.seed + os.getpid() % 100_000
     study.sampler = make_sampler(config.sampler, seed=seed, n_params=len(live.repos))
-    # The pruner's resources: examples scored over all tasks after each rung (single task: the prefixes).
-    n_rungs = max(len(s) for s in live.sizes.values())
-    steps = [sum(s[min(k, len(s) - 1)] for s in live.sizes.values()) for k in range(n_rungs)]
-    study.pruner = make_pruner(config, steps) if config.kind != "pareto" else optuna.pruners.NopPruner()
     objective = Objective(
         composer=live.composer,
         scorers=live.scorers,
@@ -1405,6 +1402,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
         guards=live.guards,
         gate=InterruptGate(),
     )
+    # A Pareto study scores whole splits (one step), which makes this Optuna's NopPruner.
+    study.pruner = make_pruner(config, objective.steps)
     sync_leaderboard(study, meta, db_url=config.db_url)
 
     def on_trial_end(st: optuna.Study, trial: FrozenTrial) -> None:
@@ -1426,7 +1425,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     if progress:
         from rich.console import Console
 
-        what = f"{len(live.repos)} candidates, prefixes {live.sizes[config.tasks[0]]}"
+        what = f"{len(live.repos)} candidates, prefixes {live.scorers[config.tasks[0]].sizes}"
         if config.multi:
             what = f"{len(live.repos)} ingredients over {config.label} ({config.kind})"
         if config.controls:
@@ -1514,22 +1513,26 @@ def _fail_own_running(study: optuna.Study, worker: str) -> None:
                 study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
 
 
-def _best_text(study: optuna.Study, meta: dict[str, Any]) -> str:
-    from search.report import trial_value as trial_summary_value
+def trial_value(trial: FrozenTrial) -> float:
+    """A finished trial's one number: its value, or the mean of a multi-objective trial's values."""
+    values = trial.values or []
+    return float(values[0]) if len(values) == 1 else float(sum(values) / max(1, len(values)))
 
+
+def trial_feasible(trial: FrozenTrial) -> bool:
+    """Whether every constraint of the trial (taskvec's control guards) holds."""
+    return is_feasible(list(trial.constraints.values()))
+
+
+def _best_text(study: optuna.Study, meta: dict[str, Any]) -> str:
     complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if is_feasible(list(t.constraints.values()))
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trial_feasible(t)
     ]
     if not complete:
         return f"target {meta['target_score_search']:.2f}"
-    best = max(complete, key=trial_summary_value)
+    best = max(complete, key=trial_value)
     what = "best mean" if meta.get("objective") == "pareto" else "best"
-    return (
-        f"{what} {trial_summary_value(best):.2f} (trial {best.number}) vs target "
-        f"{meta['target_score_search']:.2f}"
-    )
+    return f"{what} {trial_value(best):.2f} (trial {best.number}) vs target {meta['target_score_search']:.2f}"
 
 
 # --- FusionBench's baseline ------------------------------------------------------------------------------
