@@ -46,6 +46,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -1453,6 +1454,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
                     # Only other workers' trials are left: wait for them to finish, or to be declared
                     # dead by heartbeat and re-enqueued.
                     optuna.storages.fail_stale_trials(study)
+                    fail_unbeaten_trials(study, grace_s=config.grace_period)
                     time.sleep(min(config.heartbeat_interval, 2.0))
                     continue
                 study.optimize(objective, n_trials=1, catch=(_QuotaReached,), callbacks=[on_trial_end])
@@ -1503,6 +1505,55 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
         n_infeasible=sum(1 for r in rows if not r["feasible"]),
         n_pareto=sum(1 for r in rows if r["pareto"]),
     )
+
+
+def fail_unbeaten_trials(study: optuna.Study, *, grace_s: float) -> list[int]:
+    """Fail (and retry, as for a stale heartbeat) RUNNING trials that never beat and started > grace ago.
+
+    Optuna's `fail_stale_trials` skips a trial with no heartbeat at all, so a worker killed between
+    creating a trial and its first heartbeat left it RUNNING for ever, and a resuming worker waited on it
+    for ever. A live worker beats within moments of creating its trial.
+
+    Returns:
+        The numbers of the trials failed.
+    """
+    from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
+    from sqlalchemy import select
+
+    storage = study._storage
+    rdb = getattr(storage, "_backend", storage)  # Optuna wraps its RDB storage in a cache
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        return []
+    trials, beats = TrialModel.__table__.c, TrialHeartbeatModel.__table__.c
+    with rdb.engine.connect() as conn:
+        rows = conn.execute(
+            select(trials.trial_id, trials.datetime_start)
+            .select_from(
+                TrialModel.__table__.outerjoin(
+                    TrialHeartbeatModel.__table__, beats.trial_id == trials.trial_id
+                )
+            )
+            .where(
+                trials.study_id == study._study_id,
+                trials.state == TrialState.RUNNING.name,
+                beats.trial_heartbeat_id.is_(None),
+            )
+        ).all()
+    now = datetime.now()  # Optuna stamps datetime_start with the naive local time
+    callback = storage.get_heartbeat_stale_trial_callback()
+    failed = []
+    for trial_id, started in rows:
+        if started is None or (now - started).total_seconds() <= grace_s:
+            continue
+        try:
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker finished or failed it first
+        trial = storage.get_trial(trial_id)
+        if callback is not None:
+            callback(study, trial)
+        failed.append(trial.number)
+    return failed
 
 
 def _fail_own_running(study: optuna.Study, worker: str) -> None:

@@ -117,3 +117,40 @@ def test_ctrl_c_exits_130_with_completed_trials_saved(tiny_zoo, tmp_path, tmp_pa
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     complete = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
     assert sorted(_rows(db_path)) == sorted(complete)
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    """Optuna's stale check skips trials that never beat; a resuming worker must not wait on one for ever."""
+    from datetime import datetime, timedelta
+
+    from search.study import SearchConfig, fail_unbeaten_trials, open_storage
+
+    config = SearchConfig(task="sst2", target="t", storage=f"sqlite:///{tmp_path / 'o.db'}", grace_period=5)
+    study = optuna.create_study(study_name="s", storage=open_storage(config), direction="maximize")
+    dists = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def running(started):
+        return optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING, params={"x": 0.5}, distributions=dists
+        ), started
+
+    storage = study._storage
+    ids = []
+    for started in (datetime.now() - timedelta(seconds=60), datetime.now()):  # dead, and just created
+        template, start = running(started)
+        template.datetime_start = start
+        ids.append(storage.create_new_trial(study._study_id, template_trial=template))
+
+    assert fail_unbeaten_trials(study, grace_s=5) == [0]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[0] == optuna.trial.TrialState.FAIL and states[1] == optuna.trial.TrialState.RUNNING
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = [
+            t
+            for t in study.get_trials()
+            if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0
+        ]
+    assert len(retried) == 1 and retried[0].state == optuna.trial.TrialState.WAITING
+    assert retried[0].params == {"x": 0.5}
+    assert fail_unbeaten_trials(study, grace_s=5) == []  # idempotent
