@@ -5,7 +5,7 @@ measured side by side in one run:
 
 - `copy_` bandwidth: rewriting every parameter from a saved copy (`param.copy_(theta)`), bytes read +
   written per second: the ceiling for any in-place rewrite on this machine;
-- the composer (`search.taskvector.Composer.apply`): bytes it must touch (theta_T and K vectors read,
+- the composer (`search.vectors.taskvector.Composer.apply`): bytes it must touch (theta_T and K vectors read,
   the parameters written) per second, as a fraction of the `copy_` bandwidth (`bandwidth_frac`);
 - the naive path: build a new state dict theta_T + sum lambda_i tau_i and `load_state_dict` it
   (`speedup_vs_naive` = naive time / composer time);
@@ -88,7 +88,7 @@ def best_times(fns: dict, *, repeats: int) -> dict[str, float]:
 
 
 def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, repeats: int) -> dict:
-    from search.taskvector import Composer, TaskVector
+    from search.vectors.taskvector import Composer, TaskVector
 
     n = sum(t.numel() for t in thetas.values())
     vectors = [
@@ -155,10 +155,10 @@ def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, 
 
 def bf16_score_effect(zoo: Path) -> dict:
     """Max |score difference| between fp32 and bf16 vector storage on the pico SST-2 target."""
-    from search.data import load_split
-    from search.modeling import load_seq2seq
-    from search.scoring import Scorer
-    from search.taskvector import Composer, load_vector
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.tasks.data import load_split
+    from search.vectors.taskvector import Composer, load_vector
 
     hub = zoo / "hub" / "pico"
     base, target = hub / "t5-pico", hub / "t5-pico-sst2"
@@ -223,7 +223,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from search.taskvector import model_parameters
+    from search.vectors.taskvector import model_parameters
 
     results = []
     for shape in args.shapes:

@@ -4,7 +4,7 @@ Both run in this one process on the same examples, side by side:
 - baseline: batches of 32 in dataset order, padded to each batch's longest input, tokenized per batch,
   `model.generate(max_new_tokens=10)` (greedy) under `torch.no_grad`, exact match of the decoded text
   against the label words (what FusionBench's T5 GLUE evaluation does).
-- ours: `search.scoring.Scorer` in rank mode. The split is tokenized once when the scorer is built (that
+- ours: `search.scoring.scorer.Scorer` in rank mode. The split is tokenized once when the scorer is built (that
   is the point of binding a scorer to a search); the timed figure is a `score()` call, the hot loop of a
   trial. The cold figure (scorer construction + first call) is printed too.
 
@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search.data import Split, load_split
-from search.glue import TaskSpec, get_task
-from search.modeling import load_seq2seq
-from search.scoring import Scorer, label_token_ids
+from search.scoring.models import load_seq2seq
+from search.scoring.scorer import Scorer, label_token_ids
+from search.tasks.data import Split, load_split
+from search.tasks.glue import TaskSpec, get_task
 
 T5_SMALL = {
     "vocab_size": 32128,

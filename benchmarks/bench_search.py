@@ -76,8 +76,8 @@ def run_bench(
         The JSON-ready figures.
     """
     from registry.sync import sync
-    from search.screen import screen
-    from search.study import SearchConfig, run_search
+    from search.screen.run import screen
+    from search.study.run import SearchConfig, run_search
 
     db_url = f"sqlite:///{work / 'taskvec.db'}"
     storage = f"sqlite:///{work / 'optuna.db'}"

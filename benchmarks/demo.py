@@ -174,9 +174,9 @@ def run_demo(config: DemoConfig) -> DemoSummary:
         TaskvecError: a stage failed with a user-facing reason (one line).
     """
     from registry.sync import sync
-    from search.report import write_report
-    from search.screen import screen
-    from search.study import SearchConfig, run_search
+    from search.leaderboard.report import write_report
+    from search.screen.run import screen
+    from search.study.run import SearchConfig, run_search
 
     out = config.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -278,10 +278,10 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
     those models, FusionBench's setting.
     """
     from registry.errors import SearchError
-    from search.leaderboard import study_best
-    from search.objectives import combine
-    from search.report import write_report
-    from search.study import SearchConfig, global_lambda_baseline, run_search
+    from search.leaderboard.report import write_report
+    from search.leaderboard.rows import study_best
+    from search.study.objectives import combine
+    from search.study.run import SearchConfig, global_lambda_baseline, run_search
 
     started = time.perf_counter()
     search = SearchConfig(
@@ -345,7 +345,7 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
 
 
 def _best_row(study: str, *, db_url: str) -> dict[str, Any] | None:
-    from search.leaderboard import study_best
+    from search.leaderboard.rows import study_best
 
     return study_best(study=study, db_url=db_url)
 

@@ -24,7 +24,7 @@ import torch
 
 from registry.constants import CONFIG_NAME, MODEL_CARD, SAFETENSORS_SINGLE, T5_TIED_ALIASES
 from registry.errors import DataError, ModelError
-from search.glue import TaskSpec, get_task
+from search.tasks.glue import TaskSpec, get_task
 
 SPLIT_FILE = "{split}-00000-of-00001.parquet"
 
@@ -301,7 +301,7 @@ def finetune(
 
     Args:
         base: model folder or Hub repo id.
-        task: a task of `search.glue` (`cola`, `sst2`, `mrpc`, `rte` or an auxiliary one).
+        task: a task of `search.tasks.glue` (`cola`, `sst2`, `mrpc`, `rte` or an auxiliary one).
         data_dir: folder with `<task>/train-00000-of-00001.parquet`.
         out: output folder (written atomically).
         max_train: use only this many training examples (a seeded subset), None for all.
@@ -322,7 +322,7 @@ def finetune(
         DataError: missing or malformed data, unknown task.
         ModelError: the base cannot be loaded.
     """
-    from search.modeling import load_seq2seq
+    from search.scoring.models import load_seq2seq
 
     spec = get_task(task)
     frame = subsample(read_task_frame(data_dir=data_dir, task=task), max_train=max_train, seed=seed)

@@ -54,7 +54,7 @@ def screened_sst2_copy(zoo: Path, *, factory, dest: Path) -> str:
     import shutil
 
     from registry.db import dispose_engines
-    from search.screen import screen
+    from search.screen.run import screen
 
     if zoo not in _SCREENED:
         home = factory.mktemp("sst2-screened")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from registry.errors import DataError
-from search.data import load_frame, load_split, search_size, stratified_positions
+from search.tasks.data import load_frame, load_split, search_size, stratified_positions
 
 
 def write_glue(

@@ -1,4 +1,4 @@
-"""`taskvec merge` and `search.export` end to end: real checkpoints, the real CLI, transformers reloading."""
+"""`taskvec merge` and `search.export.folder` end to end: real checkpoints, the real CLI, transformers reloading."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ import yaml
 from safetensors.torch import load_file
 
 from registry.errors import ModelError, TaskvecError
-from search.export import Recipe, Ref, export_merged, merge, parse_addition, parse_options, pin, reproduce
+from search.export.folder import (
+    Recipe,
+    Ref,
+    export_merged,
+    merge,
+    parse_addition,
+    parse_options,
+    pin,
+    reproduce,
+)
 from tests.t5_repos import new_t5, save_repo
 from tests.test_taskvector import make_base, make_finetune
 
@@ -22,7 +31,7 @@ torch.set_num_threads(1)
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from search.cli import main; main()", *map(str, args)],
+        [sys.executable, "-c", "from search.cli.app import main; main()", *map(str, args)],
         capture_output=True,
         text=True,
     )
@@ -196,10 +205,10 @@ def test_merge_errors_are_one_line_and_write_nothing(tmp_path):
 @pytest.mark.slow
 def test_export_round_trip_scores_on_the_zoo(tiny_zoo, tmp_path):
     """A merged pico model, reloaded from its folder, scores exactly as the live composed model did."""
-    from search.data import load_split
-    from search.modeling import load_seq2seq
-    from search.scoring import Scorer
-    from search.taskvector import Composer, TaskVector
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.tasks.data import load_split
+    from search.vectors.taskvector import Composer, TaskVector
 
     hub = tiny_zoo / "hub" / "pico"
     base, target = hub / "t5-pico", hub / "t5-pico-sst2"

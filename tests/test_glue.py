@@ -7,7 +7,7 @@ import math
 import pytest
 
 from registry.errors import DataError
-from search.glue import INVALID_LABEL, TASKS, get_task
+from search.tasks.glue import INVALID_LABEL, TASKS, get_task
 
 
 def test_paper_metrics_and_label_words():

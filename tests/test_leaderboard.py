@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from registry.db import dispose_engines
-from search import leaderboard as lb
+from search.leaderboard.rows import rows as lb
 
 
 def _row(study: str, number: int, score: float, *, task: str = "rte", target: float = 60.0) -> dict:

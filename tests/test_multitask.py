@@ -12,9 +12,9 @@ from search_world import SEARCH_SIZE, screened_sst2_copy, taskvec
 
 from registry.db import dispose_engines
 from registry.errors import TaskvecError
-from search import leaderboard as lb
-from search.objectives import Control, combine, pareto_mask
-from search.study import SearchConfig, global_lambda_baseline, lambda_param, run_search, use_param
+from search.leaderboard.rows import rows as lb
+from search.study.objectives import Control, combine, pareto_mask
+from search.study.run import SearchConfig, global_lambda_baseline, lambda_param, run_search, use_param
 
 BASE = "pico/t5-pico"
 TASKS = ("sst2", "mrpc")
@@ -47,9 +47,9 @@ def world(tiny_zoo, tmp_path_factory):
 
 
 def _scores(model_dir, task, *, zoo, split):
-    from search.data import load_split
-    from search.modeling import load_seq2seq
-    from search.scoring import Scorer
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.tasks.data import load_split
 
     model, tok = load_seq2seq(model_dir)
     size = SEARCH_SIZE if split == "search" else None

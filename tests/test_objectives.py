@@ -10,8 +10,8 @@ import pytest
 
 from registry.db import dispose_engines
 from registry.errors import SearchError
-from search import leaderboard as lb
-from search.objectives import (
+from search.leaderboard.rows import rows as lb
+from search.study.objectives import (
     Control,
     combine,
     is_feasible,

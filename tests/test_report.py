@@ -1,4 +1,4 @@
-"""search.report on a real Optuna study (SQLite) and real leaderboard rows (Alembic-migrated SQLite).
+"""search.leaderboard.report on a real Optuna study (SQLite) and real leaderboard rows (Alembic-migrated SQLite).
 
 The study's objective is a plain function of its coefficients, so these tests check the report's own
 logic (files, importance, HTML, errors) in a second; the end-to-end report on models from the zoo runs in
@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from registry.db import dispose_engines, session_scope
 from registry.errors import SearchError
-from search import report
+from search.leaderboard.rows import report as report
 from search.tables import LeaderboardRow
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -140,7 +140,7 @@ def test_importance_finds_the_coefficient_that_matters(study_env) -> None:
 
 def test_importance_is_over_effective_coefficients_of_a_taskvec_study() -> None:
     """`use:`/`lambda:` parameters become one coefficient per candidate (0 when left out)."""
-    from search.study import lambda_param, use_param
+    from search.study.run import lambda_param, use_param
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=2))
     study.set_user_attr("taskvec", {"candidates": [{"repo_id": r} for r in REPOS]})
@@ -187,7 +187,7 @@ def test_study_without_completed_trials_is_an_error(tmp_path: Path) -> None:
 
 
 def test_report_command(study_env) -> None:
-    from search.cli import app
+    from search.cli.app import app
 
     out = study_env["tmp"] / "cli-report"
     result = CliRunner().invoke(

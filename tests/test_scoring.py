@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from registry.errors import DataError, ModelError
-from search.data import Split, load_split
-from search.glue import get_task
-from search.scoring import Scorer, encode_split, label_token_ids, length_batches
+from search.scoring.scorer import Scorer, encode_split, label_token_ids, length_batches
+from search.tasks.data import Split, load_split
+from search.tasks.glue import get_task
 
 WORDS = [
     "the",
@@ -86,7 +86,7 @@ def make_split(task: str = "mrpc", n: int = 40, *, seed: int = 0) -> Split:
     frame["label"] = rng.integers(0, 2, n)
     frame["idx"] = np.arange(n)
     frame = frame[list(spec.columns)]
-    from search.data import fingerprint_examples
+    from search.tasks.data import fingerprint_examples
 
     return Split(
         task=task, name="heldout", examples=frame, fingerprint=fingerprint_examples(frame, spec=spec)
@@ -254,7 +254,7 @@ def _save_model_and_data(tmp_path: Path) -> tuple[Path, Path]:
 def test_eval_command_json_and_table(tmp_path):
     from typer.testing import CliRunner
 
-    from search.cli import app
+    from search.cli.app import app
 
     model_dir, data = _save_model_and_data(tmp_path)
     runner = CliRunner()
@@ -320,7 +320,7 @@ def test_eval_errors_are_one_line(tmp_path):
 @pytest.mark.parametrize("task", ["mrpc", "rte", "cola", "sst2"])
 def test_pico_target_beats_base_and_rank_agrees_with_generate(tiny_zoo, task):
     """On the zoo's held-out split, each target beats the base on its own task, and the two modes agree."""
-    from search.modeling import load_seq2seq
+    from search.scoring.models import load_seq2seq
 
     split = load_split(task, split="heldout", data_dir=tiny_zoo / "glue")
     target, tok = load_seq2seq(tiny_zoo / "hub" / "pico" / f"t5-pico-{task}")
@@ -339,7 +339,7 @@ def test_pico_target_beats_base_and_rank_agrees_with_generate(tiny_zoo, task):
 def test_eval_command_on_a_pico_target(tiny_zoo):
     from typer.testing import CliRunner
 
-    from search.cli import app
+    from search.cli.app import app
 
     target = tiny_zoo / "hub" / "pico" / "t5-pico-sst2"
     res = CliRunner().invoke(
@@ -350,7 +350,7 @@ def test_eval_command_on_a_pico_target(tiny_zoo):
     assert list(rows) == ["mrpc", "rte", "cola", "sst2"]
     assert all(r["split"] == "heldout" and r["mode"] == "rank" and r["n"] > 0 for r in rows.values())
     # The command reports exactly what the scorer computes in-process on the same split.
-    from search.modeling import load_seq2seq
+    from search.scoring.models import load_seq2seq
 
     model, tok = load_seq2seq(target)
     split = load_split("sst2", split="heldout", data_dir=tiny_zoo)

@@ -10,7 +10,7 @@ from search_world import SEARCH_SIZE, compatible_non_base, sync_zoo, taskvec
 
 from registry.db import dispose_engines
 from registry.errors import SearchError, TaskvecError
-from search.screen import helpful_for, is_clearly_harmful, parse_lambdas, screen, screen_lambdas
+from search.screen.run import helpful_for, is_clearly_harmful, parse_lambdas, screen, screen_lambdas
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +76,10 @@ def test_screens_every_compatible_candidate_and_resumes(world, screened):
 @pytest.mark.slow
 def test_screening_score_is_reproducible_from_the_row(world, screened):
     """Invariant 1: target@sha + candidate@sha + lambda + split give back the stored score."""
-    from search.data import load_split
-    from search.modeling import load_seq2seq
-    from search.scoring import Scorer
-    from search.taskvector import TaskVector
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.tasks.data import load_split
+    from search.vectors.taskvector import TaskVector
 
     best = screened[1][0]
     hub = world.zoo / "hub"
@@ -99,10 +99,10 @@ def test_harm_rule():
 
 @pytest.mark.slow
 def test_harmful_lambdas_stop_the_grid(world):
-    from search.data import load_split
-    from search.modeling import load_seq2seq
-    from search.scoring import Scorer
-    from search.taskvector import Composer, TaskVector
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.tasks.data import load_split
+    from search.vectors.taskvector import Composer, TaskVector
 
     hub = world.zoo / "hub"
     model, tok = load_seq2seq(hub / "pico" / "t5-pico-sst2")

@@ -123,7 +123,7 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_pat
     """Optuna's stale check skips trials that never beat; a resuming worker must not wait on one for ever."""
     from datetime import datetime, timedelta
 
-    from search.study import SearchConfig, fail_unbeaten_trials, open_storage
+    from search.study.run import SearchConfig, fail_unbeaten_trials, open_storage
 
     config = SearchConfig(task="sst2", target="t", storage=f"sqlite:///{tmp_path / 'o.db'}", grace_period=5)
     study = optuna.create_study(study_name="s", storage=open_storage(config), direction="maximize")

@@ -12,8 +12,8 @@ from search_world import SEARCH_SIZE, screened_sst2_copy, taskvec
 
 from registry.db import dispose_engines
 from registry.errors import SearchError, TaskvecError
-from search import leaderboard as lb
-from search.study import (
+from search.leaderboard.rows import rows as lb
+from search.study.run import (
     NestedPrefixScorer,
     SearchConfig,
     coefficients_from_params,
@@ -104,9 +104,9 @@ def world(tiny_zoo, tmp_path_factory):
 
 
 def test_nested_prefix_scorer_matches_plain_prefixes(world):
-    from search.data import load_split
-    from search.modeling import load_seq2seq
-    from search.scoring import Scorer
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.tasks.data import load_split
 
     model, tok = load_seq2seq(world.zoo / "hub" / TARGET)
     split = load_split(TASK, split="search", data_dir=world.zoo / "glue", size=SEARCH_SIZE)
@@ -150,10 +150,10 @@ def test_search_fills_the_leaderboard(world, searched):
 @pytest.mark.slow
 def test_best_row_is_reproducible(world, searched):
     """Invariant 1: rebuilding the best row's composition gives its search and held-out scores."""
-    from search.data import load_split
-    from search.modeling import load_seq2seq
-    from search.scoring import Scorer
-    from search.taskvector import Composer, TaskVector
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.tasks.data import load_split
+    from search.vectors.taskvector import Composer, TaskVector
 
     best = lb.study_best(study=searched.study_name, db_url=world.url)
     hub = world.zoo / "hub"
@@ -193,9 +193,9 @@ def test_pruning_lowers_examples_scored(world, searched):
 
 @pytest.mark.slow
 def test_export_cli_rebuilds_the_best_row(world, searched, tmp_path):
-    from search.data import load_split
-    from search.modeling import load_seq2seq
-    from search.scoring import Scorer
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.tasks.data import load_split
 
     dispose_engines()
     out = taskvec(

@@ -390,7 +390,7 @@ def write_parquet(rows: list[dict], *, path: Path, task: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from search.glue import get_task
+    from search.tasks.glue import get_task
 
     spec = get_task(task)
     # nyu-mll/glue's column order: MNLI is premise, hypothesis; the prompt order lives in the TaskSpec.
@@ -430,7 +430,7 @@ def _write_data(world: _World, *, tiny: bool) -> list[Dataset]:
 
 
 def _tokenizer_texts(world: _World) -> list[str]:
-    from search.glue import get_task
+    from search.tasks.glue import get_task
 
     texts = list(world.corpus)
     for relpath, frames in sorted(world.frames.items()):
@@ -522,7 +522,7 @@ def run_finetune_job(
     from transformers.utils import logging as hf_logging
 
     from search.finetune import model_card, save_checkpoint, subsample, task_pairs, train_seq2seq
-    from search.glue import get_task
+    from search.tasks.glue import get_task
 
     hf_logging.disable_progress_bar()  # the zoo's own bar reports progress
     torch.set_num_threads(1)
@@ -581,7 +581,7 @@ def _make_decoys(world: _World, base, tokenizer, vocab, datasets: list[Dataset])
     )
     from benchmarks.zoo.tokenizer import fit_vocab, make_tokenizer
     from search.finetune import model_card, save_checkpoint, state_dict_for_saving, task_pairs
-    from search.glue import get_task
+    from search.tasks.glue import get_task
 
     scale, seed = world.scale, world.seed
     sst2 = get_task("sst2")

@@ -2,7 +2,7 @@
 
 For each example, the label whose word's first token gets the highest logit at the first decoder step
 is the prediction (label words of a task start with distinct pieces in the zoo's vocabulary). This is
-what the zoo's tests and build summary use; `search.scoring` is the product's scorer.
+what the zoo's tests and build summary use; `search.scoring.scorer` is the product's scorer.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from search.glue import get_task
+from search.tasks.glue import get_task
 
 
 @torch.no_grad()
@@ -22,7 +22,7 @@ def rank_predictions(model, tokenizer, *, task: str, frame: pd.DataFrame, batch_
     Args:
         model: a T5 seq2seq model.
         tokenizer: its tokenizer.
-        task: task name of `search.glue`.
+        task: task name of `search.tasks.glue`.
         frame: rows with the task's text columns.
         batch_size: examples per forward pass.
 
@@ -56,7 +56,7 @@ def zoo_report(*, zoo: Path, lambdas: tuple[float, ...] = (0.5, 1.0)) -> dict:
     """Validation scores of the zoo: base vs each target, and target + lambda * tau for each candidate.
 
     Task vectors are applied naively here (fp32 state-dict arithmetic on `model.safetensors`); the
-    product's `search.taskvector` does the same with lazy loading and caching.
+    product's `search.vectors.taskvector` does the same with lazy loading and caching.
 
     Args:
         zoo: a built zoo folder.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.merge import MergeMethod
+from search.vectors.methods import MergeMethod
 
 
 class TaskArithmetic(MergeMethod):

@@ -50,7 +50,7 @@ def parse_control(text: str) -> Control:
     Raises:
         SearchError: for an unknown task or a drop that is not a non-negative number.
     """
-    from search.glue import get_task
+    from search.tasks.glue import get_task
 
     task, _, drop = text.strip().partition(":")
     try:
@@ -74,7 +74,7 @@ def parse_reference(text: str) -> tuple[str, str]:
     Raises:
         SearchError: if the text is not TASK=REPO_OR_PATH with a known task.
     """
-    from search.glue import get_task
+    from search.tasks.glue import get_task
 
     task, sep, repo = text.partition("=")
     task, repo = task.strip(), repo.strip()

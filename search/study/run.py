@@ -21,7 +21,7 @@ Several workers share a study through the storage. Before a trial starts it coun
 trials numbered before it; if they already fill the quota the trial is cancelled (marked failed, never
 scored), so the study never finishes more than `n_trials`.
 
-Multi-task (`task="mrpc,rte,cola,sst2"`, see `search.objectives`): the same loop scores one composition on
+Multi-task (`task="mrpc,rte,cola,sst2"`, see `search.study.objectives`): the same loop scores one composition on
 each task's search split and combines the scores (`mean`, `normalized-mean`) or keeps them apart
 (`pareto`: a multi-objective study, no pruning, since Optuna prunes single objectives only). The
 ingredients are each task's own fine-tuned model (its *reference*, named or found among the registry's
@@ -57,7 +57,7 @@ from sqlalchemy.pool import NullPool
 
 from registry.constants import home
 from registry.errors import SearchError
-from search.objectives import Control, combine, is_feasible, resolve_objective
+from search.study.objectives import Control, combine, is_feasible, resolve_objective
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 PRUNERS = ("sha", "hyperband")
@@ -168,7 +168,7 @@ class SearchConfig:
         Raises:
             SearchError: for an unknown sampler, pruner, mode, method, task or objective, or bad numbers.
         """
-        from search.glue import get_task
+        from search.tasks.glue import get_task
 
         if not self.tasks:
             raise SearchError("give a task (--task rte) or several (--tasks mrpc,rte,cola,sst2)")
@@ -267,7 +267,7 @@ class SearchSummary:
 
 
 def _check_method(name: str) -> None:
-    from search.merge import get_method
+    from search.vectors.methods import get_method
 
     try:
         get_method(name)
@@ -277,7 +277,7 @@ def _check_method(name: str) -> None:
 
 def _method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The method's options with defaults filled in (stored with rows: DARE's seed, TIES' density)."""
-    from search.merge import get_method
+    from search.vectors.methods import get_method
 
     return dict(get_method(name).validate(dict(options) or None))
 
@@ -352,7 +352,7 @@ def default_study_name(config: SearchConfig, *, target_revision: str | None = No
         SearchError, RegistryError: if the target cannot be resolved.
     """
     if target_revision is None:
-        from search.resolve import resolve_target
+        from search.vectors.resolve import resolve_target
 
         target_revision = resolve_target(config.target, db_url=config.db_url).target.revision
     name = Path(str(config.target).rstrip("/")).name or "target"
@@ -411,9 +411,9 @@ class NestedPrefixScorer:
     def __init__(
         self, model, tokenizer, split, *, sizes: Sequence[int], mode: str = "rank", order_seed: int = 0
     ) -> None:
-        from search.data import Split
-        from search.glue import get_task
-        from search.scoring import Scorer
+        from search.scoring.scorer import Scorer
+        from search.tasks.data import Split
+        from search.tasks.glue import get_task
 
         self.full = Scorer(model, tokenizer, split, mode=mode, order_seed=order_seed)
         self.spec = get_task(split.task)
@@ -639,7 +639,7 @@ class GuardScorer:
     """A control guard bound to the live model: its search-split scorer and the target's own score."""
 
     control: Control
-    scorer: Any  # search.scoring.Scorer on the control task's search split
+    scorer: Any  # search.scoring.scorer.Scorer on the control task's search split
     target_score: float
 
 
@@ -654,7 +654,7 @@ class Objective:
         lambda_max: bound of every coefficient.
         n_trials: the study's quota of finished trials.
         pruning: whether to report intermediate prefixes.
-        kind: objective kind (`search.objectives`).
+        kind: objective kind (`search.study.objectives`).
         references: task -> the task's fine-tuned reference score on its search split (normalized-mean).
         guards: control guards, scored after the objective.
         gate: opened while the tagged trial scores (see `InterruptGate`); None lets Ctrl-C through always.
@@ -976,7 +976,7 @@ def sync_leaderboard(study: optuna.Study, meta: dict[str, Any], *, db_url: str |
     Returns:
         The number of rows written.
     """
-    from search.leaderboard import existing_trial_numbers, update_pareto, upsert_rows
+    from search.leaderboard.rows import existing_trial_numbers, update_pareto, upsert_rows
 
     done = existing_trial_numbers(study=meta["study"], db_url=db_url)
     missing = [
@@ -1069,7 +1069,7 @@ def _no_screenings_error(config: SearchConfig, target_repo: str) -> SearchError:
 
 def _require_screenings(config: SearchConfig, resolved, name: str, storage, fingerprint: str) -> None:
     """Fail before loading any model when a new single-task study would have no candidates."""
-    from search.resolve import screened_candidates
+    from search.vectors.resolve import screened_candidates
 
     if config.multi:
         return  # a multi-task study's ingredients are the tasks' references, resolved with the context
@@ -1119,8 +1119,8 @@ class _Live:
 
 def _score_reference(path: Path, *, search_split, heldout_split, mode: str) -> tuple[float, float]:
     """A fine-tuned reference's own (search, held-out) scores on its task's splits."""
-    from search.modeling import load_seq2seq
-    from search.scoring import Scorer
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
 
     model, tokenizer = load_seq2seq(path)
     search = float(Scorer(model, tokenizer, search_split, mode=mode).score().score)
@@ -1134,17 +1134,17 @@ def _open_live(config: SearchConfig, *, create: bool = True) -> _Live:
     Raises:
         SearchError, RegistryError, ModelError, DataError: one line each.
     """
-    from search.data import load_split
-    from search.modeling import load_seq2seq
-    from search.resolve import (
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.tasks.data import load_split
+    from search.vectors.resolve import (
         candidate_dirs,
         load_vectors,
         resolve_references,
         resolve_target,
         screened_candidates,
     )
-    from search.scoring import Scorer
-    from search.taskvector import Composer
+    from search.vectors.taskvector import Composer
 
     config.validate()
     kind = config.kind
@@ -1382,7 +1382,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.leaderboard import refresh_heldout, study_best, update_pareto, upsert_rows
+    from search.leaderboard.rows import refresh_heldout, study_best, update_pareto, upsert_rows
 
     started = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -1478,7 +1478,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     examples = sum(
         int(t.user_attrs.get("examples_scored", 0)) for t in study.get_trials(deepcopy=False, states=FINISHED)
     )
-    from search.leaderboard import query
+    from search.leaderboard.rows import query
 
     rows = query(db_url=config.db_url, study=name)
     return SearchSummary(

@@ -100,9 +100,9 @@ class MergeMethod:
 
 
 def _registry() -> dict[str, MergeMethod]:
-    from search.merge.dare import Dare
-    from search.merge.task_arithmetic import TaskArithmetic
-    from search.merge.ties import Ties
+    from search.vectors.methods.dare import Dare
+    from search.vectors.methods.task_arithmetic import TaskArithmetic
+    from search.vectors.methods.ties import Ties
 
     return {m.name: m for m in (TaskArithmetic(), Ties(), Dare())}
 

@@ -140,18 +140,18 @@ def screen(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.data import load_split
-    from search.glue import get_task
-    from search.modeling import load_seq2seq
-    from search.resolve import (
+    from search.scoring.models import load_seq2seq
+    from search.scoring.scorer import Scorer
+    from search.study.run import worker_id
+    from search.tasks.data import load_split
+    from search.tasks.glue import get_task
+    from search.vectors.resolve import (
         compatible_candidates,
         pin_dir,
         resolve_target,
         screened_candidates,
     )
-    from search.scoring import Scorer
-    from search.study import worker_id
-    from search.taskvector import Composer, load_vector
+    from search.vectors.taskvector import Composer, load_vector
 
     get_task(task)
     if not lambdas:
@@ -244,8 +244,8 @@ def helpful_for(task: str, *, db_url: str | None = None) -> list[dict[str, Any]]
     """
     from registry.db import session_scope
     from registry.models import Checkpoint
-    from search.glue import get_task
     from search.tables import Screening
+    from search.tasks.glue import get_task
 
     get_task(task)
     best: dict[tuple[str, str], dict[str, Any]] = {}

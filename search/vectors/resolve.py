@@ -204,7 +204,7 @@ def load_vectors(
     *, base_dir: Path, base_revision: str, candidates: Sequence[tuple[Path, str]], cache_dir: Path | None
 ) -> list:
     """Task vectors of (folder, revision) candidates against the base, through the vector cache."""
-    from search.taskvector import load_vector
+    from search.vectors.taskvector import load_vector
 
     return [
         load_vector(

@@ -104,7 +104,7 @@ def eval_command(
     """Score a model on GLUE tasks with the paper's metrics (x100)."""
     import json
 
-    from search.scoring import evaluate, iter_tasks
+    from search.scoring.scorer import evaluate, iter_tasks
 
     results = evaluate(
         model=model,
@@ -150,7 +150,7 @@ def merge_command(
 ) -> None:
     """Merge task vectors into a target: theta_T + sum lambda_i tau_i (or TIES/DARE), with its recipe."""
     from registry.errors import ModelError
-    from search.export import merge, parse_addition, parse_options, reproduce
+    from search.export.folder import merge, parse_addition, parse_options, reproduce
 
     if recipe is not None:
         if base or target or add or option:
@@ -183,7 +183,7 @@ def report_command(
     db: str | None = typer.Option(None, "--db", help="taskvec database URL (default: TASKVEC_DB or SQLite)."),
 ) -> None:
     """Write a study's report: optimisation history, coefficient importance, per-candidate plots, HTML."""
-    from search.report import write_report
+    from search.leaderboard.report import write_report
 
     index = write_report(study=study, storage=storage, db_url=db, out=out)
     typer.echo(f"report written: {index}")
@@ -212,7 +212,7 @@ def screen_command(
     """Score theta_T + lambda * tau_i for every compatible candidate on the search split (resumable)."""
     import json
 
-    from search.screen import DEFAULT_LAMBDAS, parse_lambdas, screen
+    from search.screen.run import DEFAULT_LAMBDAS, parse_lambdas, screen
 
     rows = screen(
         task=task,
@@ -303,8 +303,8 @@ def search_command(
     """Optuna search over subsets and coefficients of the top-K screened candidates (rerun to resume)."""
     import json
 
-    from search.objectives import parse_control, parse_reference
-    from search.study import SearchConfig, parse_duration, run_search
+    from search.study.objectives import parse_control, parse_reference
+    from search.study.run import SearchConfig, parse_duration, run_search
 
     references: dict[str, str] = {}
     for text in reference:
@@ -380,7 +380,7 @@ def leaderboard_command(
     """Per task: the target against the best composition found (search and held-out scores) and the gain."""
     import json
 
-    from search import leaderboard as lb
+    from search.leaderboard.rows import rows as lb
 
     if refresh:
         n = lb.refresh_heldout(db_url=db, study=study, task=task, top_n=top or 3, data_dir=data)
@@ -456,7 +456,7 @@ def export_command(
     db: str | None = typer.Option(None, "--db", help="taskvec database URL (default: TASKVEC_DB or SQLite)."),
 ) -> None:
     """Export a leaderboard composition as a loadable model folder with recipe.yaml."""
-    from search.leaderboard import export_trial
+    from search.leaderboard.rows import export_trial
 
     folder = export_trial(study=study, trial=trial, out=out, db_url=db)
     typer.echo(f"exported: {folder}")

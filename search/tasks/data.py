@@ -21,7 +21,7 @@ import pandas as pd
 
 from registry.constants import GLUE_HUB_DATASET
 from registry.errors import DataError
-from search.glue import TaskSpec, get_task
+from search.tasks.glue import TaskSpec, get_task
 
 SplitName = Literal["search", "heldout"]
 FileSplit = Literal["train", "validation", "test"]

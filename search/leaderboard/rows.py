@@ -240,7 +240,7 @@ def update_pareto(*, study: str, db_url: str | None = None) -> int:
         The number of rows on the front.
     """
     from registry.db import session_scope
-    from search.objectives import pareto_mask
+    from search.study.objectives import pareto_mask
 
     with session_scope(db_url) as session:
         rows = list(session.execute(select(LeaderboardRow).where(LeaderboardRow.study == study)).scalars())
@@ -293,8 +293,8 @@ class _Rebuilder:
     """Loads one target once and recomposes any of its leaderboard rows on the held-out splits."""
 
     def __init__(self, row: dict[str, Any], *, data_dir: Path | None, db_url: str | None) -> None:
-        from search.modeling import load_seq2seq
-        from search.resolve import base_dir_of, candidate_dirs
+        from search.scoring.models import load_seq2seq
+        from search.vectors.resolve import base_dir_of, candidate_dirs
 
         self.db_url = db_url
         self.row = row
@@ -310,8 +310,8 @@ class _Rebuilder:
         self._composers: dict[tuple, Any] = {}
 
     def scorer(self, task: str):
-        from search.data import load_split
-        from search.scoring import Scorer
+        from search.scoring.scorer import Scorer
+        from search.tasks.data import load_split
 
         if task not in self.scorers:
             split = load_split(task, split="heldout", data_dir=self.data_dir)
@@ -332,8 +332,8 @@ class _Rebuilder:
         return self.scorers[task]
 
     def score(self, row: dict[str, Any]) -> dict[str, Any]:
-        from search.resolve import candidate_dirs, load_vectors
-        from search.taskvector import Composer
+        from search.vectors.resolve import candidate_dirs, load_vectors
+        from search.vectors.taskvector import Composer
 
         key = (tuple((i["repo_id"], i["revision"]) for i in row["ingredients"]), row["method"])
         composer = self._composers.get(key)
@@ -373,7 +373,7 @@ def _score_with_live(live, row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _heldout_objective(row: dict[str, Any], results: dict[str, Any]) -> float:
-    from search.objectives import combine
+    from search.study.objectives import combine
 
     tasks, _ = _row_tasks(row)
     kind = row["objective"] or "score"
@@ -483,7 +483,7 @@ def get_row(*, study: str, trial: int | None = None, db_url: str | None = None) 
 
 def recipe_for(row: dict[str, Any]):
     """The export module's `Recipe` that rebuilds a row's composition."""
-    from search.export import Recipe
+    from search.export.folder import Recipe
 
     return Recipe.model_validate(
         {
@@ -515,6 +515,6 @@ def export_trial(*, study: str, trial: int | None = None, out: Path, db_url: str
         SearchError: no such row, or an ingredient that left the registry.
     """
     row = get_row(study=study, trial=trial, db_url=db_url)
-    from search.export import export_merged
+    from search.export.folder import export_merged
 
     return export_merged(recipe=recipe_for(row), out=Path(out), db_url=db_url)

@@ -66,7 +66,7 @@ class Recipe(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from search.merge import get_method
+        from search.vectors.methods import get_method
 
         get_method(value)
         return value
@@ -109,7 +109,7 @@ def _registry_dir(repo_id: str, revision: str | None, db_url: str | None) -> tup
         from registry.db import session_scope
         from registry.models import BaseModel as BaseRow
         from registry.models import Checkpoint
-        from search.resolve import model_dir
+        from search.vectors.resolve import model_dir
 
         with session_scope(db_url) as session:
             for table in (Checkpoint, BaseRow):
@@ -309,8 +309,8 @@ def export_merged(
         ModelError: a checkpoint that cannot be found or changed, an ingredient or target that does not
             match the base, NaN/inf, or an `out` that is something else.
     """
-    from search.modeling import load_seq2seq
-    from search.taskvector import Composer, TaskVector, check_same_architecture
+    from search.scoring.models import load_seq2seq
+    from search.vectors.taskvector import Composer, TaskVector, check_same_architecture
 
     out = Path(out).expanduser().resolve()
     dirs = dict(dirs or {})
@@ -389,7 +389,7 @@ def merge(
     Raises:
         ModelError: unknown method or options, missing checkpoints, or checkpoints that do not match.
     """
-    from search.merge import get_method
+    from search.vectors.methods import get_method
 
     options = get_method(method).validate(method_options)
     base_ref, base_dir = pin(base, db_url=db_url)

@@ -631,8 +631,8 @@ class Composer:
         model: the live model (its parameters are overwritten in place).
         target: the target checkpoint folder, or its state dict.
         vectors: the K task vectors.
-        method: a `search.merge` method name.
-        method_options: the method's options (validated; see `search.merge`).
+        method: a `search.vectors.methods` method name.
+        method_options: the method's options (validated; see `search.vectors.methods`).
 
     Raises:
         ModelError: vectors that do not cover the model's parameters, shapes that differ, NaN/inf in the
@@ -648,7 +648,7 @@ class Composer:
         method: str = "task_arithmetic",
         method_options: Mapping[str, Any] | None = None,
     ) -> None:
-        from search.merge import get_method
+        from search.vectors.methods import get_method
 
         self.model = model
         self.method = get_method(method)
@@ -747,7 +747,7 @@ def merge_state(
     Raises:
         ModelError: if the vectors and the target differ in tensors or shapes.
     """
-    from search.merge import get_method
+    from search.vectors.methods import get_method
 
     impl = get_method(method)
     options = impl.validate(method_options)

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from registry.errors import DataError, ModelError
-from search.data import Split
-from search.glue import INVALID_LABEL, TaskSpec, get_task
+from search.tasks.data import Split
+from search.tasks.glue import INVALID_LABEL, TaskSpec, get_task
 
 Mode = Literal["rank", "generate"]
 
@@ -209,7 +209,7 @@ class Scorer:
     Args:
         model: a T5 seq2seq model (eval mode is set on each call).
         tokenizer: its tokenizer.
-        split: the examples (from `search.data.load_split`).
+        split: the examples (from `search.tasks.data.load_split`).
         mode: `rank` (default) or `generate`.
         batch_tokens: padded input tokens per batch (dynamic batch size); None picks a default for the
             model's device.
@@ -463,7 +463,7 @@ def evaluate(
         split: `heldout` (validation, default) or `search`.
         mode: `rank` or `generate`.
         data_dir: local GLUE parquet folder; None loads from the Hub.
-        size: split size (see `search.data.load_split`).
+        size: split size (see `search.tasks.data.load_split`).
         seed: seed of the search split.
         revision: Hub revision of the model.
         progress: show a rich progress bar over tasks.
@@ -476,8 +476,8 @@ def evaluate(
     """
     from rich.progress import Progress
 
-    from search.data import load_split
-    from search.modeling import load_seq2seq
+    from search.scoring.models import load_seq2seq
+    from search.tasks.data import load_split
 
     for t in tasks:
         get_task(t)  # fail on a typo before loading anything
