@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry.constants import ENV_DB, ENV_HOME, GLUE_TASKS
+from registry.constants import ENV_DB, ENV_HOME
+from search.tasks.glue import GLUE_TASKS
 
 BASE_REPO = "pico/t5-pico"
 TARGET_FMT = "pico/t5-pico-{task}"
@@ -277,7 +278,7 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
     ran on the smaller single-task splits. `top_k` = the number of tasks keeps the ingredients to exactly
     those models, FusionBench's setting.
     """
-    from registry.errors import SearchError
+    from search.errors import SearchError
     from search.leaderboard.report import write_report
     from search.leaderboard.rows import study_best
     from search.study.objectives import combine

@@ -104,7 +104,7 @@ def list_cmd(
 
     if helpful_for:
         # The CLI is the composition layer: the ranking lives in search (which reads the registry).
-        from search.screen.run import run as screening
+        from search.screen import run as screening
 
         fmt = "json" if as_json else "csv" if as_csv else "table"
         ranked = screening.helpful_for(helpful_for, db_url=db)

@@ -26,9 +26,6 @@ MODEL_CARD = "README.md"
 T5_SHARED = "shared.weight"
 T5_TIED_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
 
-GLUE_TASKS = ("mrpc", "rte", "cola", "sst2")
-GLUE_HUB_DATASET = "nyu-mll/glue"
-
 
 def home() -> Path:
     """Root folder for taskvec's own files (database, vector cache)."""

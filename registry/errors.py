@@ -7,17 +7,9 @@ class TaskvecError(Exception):
     """A failure with a one-line, user-facing explanation (name the file/repo and the reason)."""
 
 
-class DataError(TaskvecError):
-    """A dataset is missing, malformed or unreachable."""
-
-
 class ModelError(TaskvecError):
     """A model or checkpoint cannot be loaded or does not match what it is combined with."""
 
 
 class RegistryError(TaskvecError):
     """The registry database or a checkpoint source failed."""
-
-
-class SearchError(TaskvecError):
-    """A screening or search cannot run as asked."""

@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from registry.constants import CONFIG_NAME, MODEL_CARD, SAFETENSORS_SINGLE, T5_TIED_ALIASES
-from registry.errors import DataError, ModelError
+from registry.errors import ModelError
+from search.errors import DataError
 from search.tasks.glue import TaskSpec, get_task
 
 SPLIT_FILE = "{split}-00000-of-00001.parquet"

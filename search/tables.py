@@ -12,6 +12,8 @@ fills `scores` with one task.
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, UniqueConstraint, true
@@ -100,3 +102,8 @@ class LeaderboardRow(Base):
     worker: Mapped[str] = mapped_column(String(256))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heldout_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+def worker_id() -> str:
+    """`hostname:pid` of this process, stored with every row it writes."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from registry.errors import DataError
+from search.errors import DataError
 from search.tasks.data import load_frame, load_split, search_size, stratified_positions
 
 

@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from benchmarks import demo
-from search.leaderboard.rows import rows as leaderboard
+from search import leaderboard
 
 TRIALS = 3
 # Two tasks (single sentences and pairs), small splits: the pipeline's bookkeeping, within the test budget.

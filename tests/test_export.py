@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from registry.errors import ModelError, TaskvecError
+from registry.pins import pin
 from search.export.folder import (
     Recipe,
     Ref,
@@ -20,7 +21,6 @@ from search.export.folder import (
     merge,
     parse_addition,
     parse_options,
-    pin,
     reproduce,
 )
 from tests.t5_repos import new_t5, save_repo
@@ -96,7 +96,9 @@ def test_merge_cli_equals_independent_sum_loads_and_rebuilds_exactly(world, tmp_
         assert torch.equal(param, merged[key]), name
 
     recipe = Recipe.load(out / "recipe.yaml")
-    assert recipe.base == pin(str(base))[0] and recipe.target == pin(str(target))[0]
+    base_pin, target_pin = pin(str(base)), pin(str(target))
+    assert recipe.base == Ref(repo_id=base_pin.repo_id, revision=base_pin.revision)
+    assert recipe.target == Ref(repo_id=target_pin.repo_id, revision=target_pin.revision)
     assert [(i.repo_id, i.coefficient) for i in recipe.ingredients] == [(str(c1), 0.7), (str(c2), -0.4)]
     assert all(len(i.revision) == 40 for i in recipe.ingredients)
     card = (out / "README.md").read_text()

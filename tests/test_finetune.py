@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from registry.errors import DataError
+from search.errors import DataError
 from search.finetune import finetune, model_card, read_task_frame, subsample
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from registry.errors import DataError
+from search.errors import DataError
 from search.tasks.glue import INVALID_LABEL, TASKS, get_task
 
 

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 import pytest
 
 from registry.db import dispose_engines
-from search.leaderboard.rows import rows as lb
+from search import leaderboard as lb
+from search.study import records
 
 
 def _row(study: str, number: int, score: float, *, task: str = "rte", target: float = 60.0) -> dict:
@@ -53,11 +54,11 @@ def db_url(tmp_path):
 
 def test_upsert_is_idempotent_and_keeps_heldout(db_url):
     rows = [_row("s1", n, 60.0 + n) for n in range(3)]
-    assert lb.upsert_rows(rows, db_url=db_url) == 3
-    assert lb.upsert_rows(rows, db_url=db_url) == 3
+    assert records.upsert_rows(rows, db_url=db_url) == 3
+    assert records.upsert_rows(rows, db_url=db_url) == 3
     got = lb.query(db_url=db_url, study="s1")
     assert [r["trial_number"] for r in got] == [2, 1, 0]  # best search score first
-    assert lb.existing_trial_numbers(study="s1", db_url=db_url) == {0, 1, 2}
+    assert records.existing_trial_numbers(study="s1", db_url=db_url) == {0, 1, 2}
 
     # A held-out score written later survives a re-upsert of the same trial (e.g. the final sync pass).
     from registry.db import session_scope
@@ -66,7 +67,7 @@ def test_upsert_is_idempotent_and_keeps_heldout(db_url):
     with session_scope(db_url) as session:
         row = session.query(LeaderboardRow).filter_by(study="s1", trial_number=2).one()
         row.score_heldout = 70.0
-    lb.upsert_rows([_row("s1", 2, 62.0)], db_url=db_url)
+    records.upsert_rows([_row("s1", 2, 62.0)], db_url=db_url)
     best = lb.study_best(study="s1", db_url=db_url)
     assert best["trial_number"] == 2 and best["score_heldout"] == 70.0
     assert best["gain_heldout"] == pytest.approx(70.0 - 59.0)
@@ -74,8 +75,8 @@ def test_upsert_is_idempotent_and_keeps_heldout(db_url):
 
 
 def test_query_filters_top_and_summary(db_url):
-    lb.upsert_rows([_row("a", n, 50.0 + n, task="rte") for n in range(4)], db_url=db_url)
-    lb.upsert_rows([_row("b", n, 40.0 - n, task="mrpc", target=41.0) for n in range(3)], db_url=db_url)
+    records.upsert_rows([_row("a", n, 50.0 + n, task="rte") for n in range(4)], db_url=db_url)
+    records.upsert_rows([_row("b", n, 40.0 - n, task="mrpc", target=41.0) for n in range(3)], db_url=db_url)
     assert len(lb.query(db_url=db_url, task="rte")) == 4
     top = lb.query(db_url=db_url, top=2)
     assert [(r["task"], r["trial_number"]) for r in top] == [("mrpc", 0), ("mrpc", 1), ("rte", 3), ("rte", 2)]
@@ -109,7 +110,7 @@ def test_query_filters_top_and_summary(db_url):
 
 
 def test_csv_round_trip(db_url):
-    lb.upsert_rows([_row("a", 0, 55.5)], db_url=db_url)
+    records.upsert_rows([_row("a", 0, 55.5)], db_url=db_url)
     text = lb.to_csv(lb.query(db_url=db_url))
     (parsed,) = list(csv.DictReader(io.StringIO(text)))
     assert parsed["study"] == "a" and float(parsed["score_search"]) == 55.5
@@ -117,17 +118,17 @@ def test_csv_round_trip(db_url):
 
 
 def test_get_row_errors(db_url):
-    from registry.errors import SearchError
+    from search.errors import SearchError
 
     with pytest.raises(SearchError, match="no completed trial"):
         lb.get_row(study="nope", db_url=db_url)
-    lb.upsert_rows([_row("a", 0, 55.5)], db_url=db_url)
+    records.upsert_rows([_row("a", 0, 55.5)], db_url=db_url)
     with pytest.raises(SearchError, match="no completed trial 7"):
         lb.get_row(study="a", trial=7, db_url=db_url)
 
 
 def test_cli_json_and_table(db_url):
-    lb.upsert_rows([_row("a", n, 50.0 + n) for n in range(3)], db_url=db_url)
+    records.upsert_rows([_row("a", n, 50.0 + n) for n in range(3)], db_url=db_url)
     dispose_engines()
     cmd = [sys.executable, "-m", "search.cli", "leaderboard", "--db", db_url]
     out = subprocess.run([*cmd, "--json", "--top", "2"], capture_output=True, text=True, check=True)

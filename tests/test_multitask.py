@@ -12,7 +12,8 @@ from search_world import SEARCH_SIZE, screened_sst2_copy, taskvec
 
 from registry.db import dispose_engines
 from registry.errors import TaskvecError
-from search.leaderboard.rows import rows as lb
+from search import leaderboard as lb
+from search.export import export_trial
 from search.study.objectives import Control, combine, pareto_mask
 from search.study.run import SearchConfig, global_lambda_baseline, lambda_param, run_search, use_param
 
@@ -99,7 +100,7 @@ def test_best_multitask_row_rebuilds_from_the_base(world, searched, tmp_path):
     """Invariant 1 for a multi-task row: export it, reload, and score every task again."""
     best = lb.study_best(study=searched.study_name, db_url=world.url)
     assert best["target_repo"] == BASE and best["ingredients"]
-    folder = lb.export_trial(study=searched.study_name, out=tmp_path / "merged", db_url=world.url)
+    folder = export_trial(study=searched.study_name, out=tmp_path / "merged", db_url=world.url)
     for task in TASKS:
         assert _scores(folder, task, zoo=world.zoo, split="search") == pytest.approx(
             best["scores"][task]["search"], abs=1e-9

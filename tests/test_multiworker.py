@@ -114,7 +114,7 @@ def _search_cmd(*, zoo: Path, url: str, study: str) -> list[str]:
 @pytest.mark.slow
 def test_two_workers_share_one_study(tiny_zoo: Path, pg_url: str, tmp_path: Path, monkeypatch) -> None:
     from registry.sync import sync
-    from search.leaderboard.rows import rows as leaderboard
+    from search import leaderboard
     from search.screen.run import screen
 
     monkeypatch.setenv("TASKVEC_HOME", str(tmp_path / "home"))  # vector cache of this test only

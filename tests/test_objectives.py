@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from registry.db import dispose_engines
-from registry.errors import SearchError
-from search.leaderboard.rows import rows as lb
+from search import leaderboard as lb
+from search.errors import SearchError
+from search.study import records
 from search.study.objectives import (
     Control,
     combine,
@@ -136,8 +137,8 @@ def test_leaderboard_pareto_flags_equal_brute_force(db):
     ]
     # An infeasible row that would dominate everything must not shape the front.
     rows.append(_row("p", 40, scores={"mrpc": 99, "rte": 99}, feasible=False))
-    lb.upsert_rows(rows, db_url=db)
-    n_front = lb.update_pareto(study="p", db_url=db)
+    records.upsert_rows(rows, db_url=db)
+    n_front = records.update_pareto(study="p", db_url=db)
     got = {r["trial_number"]: r["pareto"] for r in lb.query(db_url=db, study="p")}
     feasible = [r for r in rows if r["feasible"]]
     expected = dict.fromkeys((r["trial_number"] for r in rows), False)
@@ -148,12 +149,12 @@ def test_leaderboard_pareto_flags_equal_brute_force(db):
     front = lb.query(db_url=db, study="p", pareto_only=True)
     assert {r["trial_number"] for r in front} == {n for n, on in expected.items() if on}
     # Rewriting a row (a resumed sync) keeps the flags computed after the trial.
-    lb.upsert_rows([rows[1]], db_url=db)
+    records.upsert_rows([rows[1]], db_url=db)
     assert {r["trial_number"]: r["pareto"] for r in lb.query(db_url=db, study="p")} == expected
 
 
 def test_an_infeasible_row_never_wins(db):
-    lb.upsert_rows(
+    records.upsert_rows(
         [
             _row("g", 0, scores={"mrpc": 90, "rte": 90}, feasible=False),  # best score, failed its guard
             _row("g", 1, scores={"mrpc": 70, "rte": 70}),
@@ -169,7 +170,7 @@ def test_an_infeasible_row_never_wins(db):
     listed = lb.query(db_url=db, study="g")
     assert [r["trial_number"] for r in listed] == [1, 2, 0]  # kept, listed after every feasible row
     assert [r["trial_number"] for r in lb.query(db_url=db, study="g", feasible_only=True)] == [1, 2]
-    lb.upsert_rows([_row("h", 0, scores={"mrpc": 90, "rte": 90}, feasible=False)], db_url=db)
+    records.upsert_rows([_row("h", 0, scores={"mrpc": 90, "rte": 90}, feasible=False)], db_url=db)
     assert lb.study_best(study="h", db_url=db) is None
     with pytest.raises(SearchError, match="control guard"):
         lb.get_row(study="h", db_url=db)

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from registry.db import dispose_engines, session_scope
-from registry.errors import SearchError
-from search.leaderboard.rows import report as report
+from search.errors import SearchError
+from search.leaderboard import report as report
 from search.tables import LeaderboardRow
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from registry.errors import DataError, ModelError
+from registry.errors import ModelError
+from search.errors import DataError
 from search.scoring.scorer import Scorer, encode_split, label_token_ids, length_batches
 from search.tasks.data import Split, load_split
 from search.tasks.glue import get_task

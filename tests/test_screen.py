@@ -9,8 +9,10 @@ import pytest
 from search_world import SEARCH_SIZE, compatible_non_base, sync_zoo, taskvec
 
 from registry.db import dispose_engines
-from registry.errors import SearchError, TaskvecError
-from search.screen.run import helpful_for, is_clearly_harmful, parse_lambdas, screen, screen_lambdas
+from registry.errors import TaskvecError
+from search.errors import SearchError
+from search.screen import helpful_for
+from search.screen.run import is_clearly_harmful, parse_lambdas, screen, screen_lambdas
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import pytest
 from search_world import SEARCH_SIZE, screened_sst2_copy, taskvec
 
 from registry.db import dispose_engines
-from registry.errors import SearchError, TaskvecError
-from search.leaderboard.rows import rows as lb
+from registry.errors import TaskvecError
+from search import leaderboard as lb
+from search.errors import SearchError
 from search.study.run import (
     NestedPrefixScorer,
     SearchConfig,

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from benchmarks.zoo import build, load_manifest
 from benchmarks.zoo.evaluate import rank_score
-from registry.errors import DataError
+from search.errors import DataError
 
 # nyu-mll/glue's parquet schema (columns and arrow types) for the four target tasks.
 GLUE_SCHEMA = {

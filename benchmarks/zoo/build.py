@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.zoo import grammar
-from registry.errors import DataError
+from search.errors import DataError
 
 ZOO_VERSION = 3  # bump when outputs change: caches of older builders are rebuilt
 STAMP = ".complete"

@@ -380,7 +380,7 @@ def leaderboard_command(
     """Per task: the target against the best composition found (search and held-out scores) and the gain."""
     import json
 
-    from search.leaderboard.rows import rows as lb
+    from search.leaderboard import rows as lb
 
     if refresh:
         n = lb.refresh_heldout(db_url=db, study=study, task=task, top_n=top or 3, data_dir=data)
@@ -456,7 +456,7 @@ def export_command(
     db: str | None = typer.Option(None, "--db", help="taskvec database URL (default: TASKVEC_DB or SQLite)."),
 ) -> None:
     """Export a leaderboard composition as a loadable model folder with recipe.yaml."""
-    from search.leaderboard.rows import export_trial
+    from search.export import export_trial
 
     folder = export_trial(study=study, trial=trial, out=out, db_url=db)
     typer.echo(f"exported: {folder}")

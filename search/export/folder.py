@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from registry.errors import ModelError, TaskvecError
+from registry.errors import ModelError
+from registry.pins import locate, pin
 
 RECIPE_FILE = "recipe.yaml"
 MERGEKIT_FILE = "mergekit.yaml"
@@ -34,7 +35,6 @@ CARD_FILE = "README.md"
 _TOKENIZER_FILES = re.compile(
     r"(tokenizer.*\.json|special_tokens_map\.json|added_tokens\.json|spiece\.model|.*\.model|vocab\..*|merges\.txt)"
 )
-_HEX = re.compile(r"[0-9a-f]{40}")
 
 
 class Ref(BaseModel):
@@ -95,89 +95,6 @@ class Recipe(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "recipe"
             raise ModelError(f"{path}: invalid recipe ({where}: {first['msg']})") from exc
-
-
-# --- pinning and locating checkpoints --------------------------------------------------------------------
-
-
-def _registry_dir(repo_id: str, revision: str | None, db_url: str | None) -> tuple[Path, str] | None:
-    """(folder, revision) of a repo the registry knows (a checkpoint or a base), else None."""
-    from sqlalchemy import select
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        from registry.db import session_scope
-        from registry.models import BaseModel as BaseRow
-        from registry.models import Checkpoint
-        from search.vectors.resolve import model_dir
-
-        with session_scope(db_url) as session:
-            for table in (Checkpoint, BaseRow):
-                query = select(table.source, table.revision).where(table.repo_id == repo_id)
-                if revision is not None:
-                    query = query.where(table.revision == revision)
-                row = session.execute(query.limit(1)).first()
-                if row is not None:
-                    return model_dir(source=row[0], repo_id=repo_id, revision=row[1]), row[1]
-    except (TaskvecError, SQLAlchemyError):
-        return None
-    return None
-
-
-def pin(path_or_repo: str, *, revision: str | None = None, db_url: str | None = None) -> tuple[Ref, Path]:
-    """Pin a folder (by content sha), a registry repo or a Hub repo (by commit sha).
-
-    Args:
-        path_or_repo: a model folder, or a repo id (the registry's, else the Hub's).
-        revision: a Hub revision (default: the latest).
-        db_url: taskvec database URL for registry repos.
-
-    Returns:
-        The pinned reference and the folder holding that revision.
-
-    Raises:
-        ModelError: if the folder does not exist and the repo cannot be found.
-    """
-    folder = Path(path_or_repo).expanduser()
-    if folder.is_dir():
-        from registry.sources.local import content_sha
-
-        folder = folder.resolve()
-        return Ref(repo_id=str(folder), revision=content_sha(folder)), folder
-    if str(path_or_repo).count("/") == 1 and not str(path_or_repo).startswith((".", "/", "~")):
-        found = _registry_dir(str(path_or_repo), revision, db_url)
-        if found is not None:
-            return Ref(repo_id=str(path_or_repo), revision=found[1]), found[0]
-    from registry.sources import resolve_model_dir
-
-    snapshot = resolve_model_dir(path_or_repo, revision=revision)
-    pinned = snapshot.name if _HEX.fullmatch(snapshot.name) else (revision or snapshot.name)
-    return Ref(repo_id=str(path_or_repo), revision=pinned), snapshot
-
-
-def locate(ref: Ref, *, db_url: str | None = None) -> Path:
-    """The folder holding exactly `ref` (a local folder must still have the recorded content sha).
-
-    Raises:
-        ModelError: if a folder changed since it was pinned, or the repo cannot be found.
-    """
-    folder = Path(ref.repo_id).expanduser()
-    if folder.is_dir():
-        from registry.sources.local import content_sha
-
-        sha = content_sha(folder)
-        if sha != ref.revision:
-            raise ModelError(
-                f"{ref.repo_id}: folder changed since it was pinned (content sha {sha[:12]}, "
-                f"recipe has {ref.revision[:12]})"
-            )
-        return folder
-    found = _registry_dir(ref.repo_id, ref.revision, db_url)
-    if found is not None:
-        return found[0]
-    from registry.sources import resolve_model_dir
-
-    return resolve_model_dir(ref.repo_id, revision=ref.revision)
 
 
 def parse_addition(text: str) -> tuple[str, float]:
@@ -316,7 +233,11 @@ def export_merged(
     dirs = dict(dirs or {})
 
     def where(ref: Ref) -> Path:
-        return Path(dirs[ref.repo_id]) if ref.repo_id in dirs else locate(ref, db_url=db_url)
+        return (
+            Path(dirs[ref.repo_id])
+            if ref.repo_id in dirs
+            else locate(ref.repo_id, ref.revision, db_url=db_url)
+        )
 
     base_dir, target_dir = where(recipe.base), where(recipe.target)
     check_same_architecture(base_dir, target_dir, what="base")
@@ -392,14 +313,15 @@ def merge(
     from search.vectors.methods import get_method
 
     options = get_method(method).validate(method_options)
-    base_ref, base_dir = pin(base, db_url=db_url)
-    target_ref, target_dir = pin(target, db_url=db_url)
-    dirs = {base_ref.repo_id: base_dir, target_ref.repo_id: target_dir}
+    base_pin, target_pin = pin(base, db_url=db_url), pin(target, db_url=db_url)
+    base_ref = Ref(repo_id=base_pin.repo_id, revision=base_pin.revision)
+    target_ref = Ref(repo_id=target_pin.repo_id, revision=target_pin.revision)
+    dirs = {base_pin.repo_id: base_pin.path, target_pin.repo_id: target_pin.path}
     ingredients = []
     for name, coef in additions:
-        ref, folder = pin(name, db_url=db_url)
-        dirs[ref.repo_id] = folder
-        ingredients.append(Ingredient(repo_id=ref.repo_id, revision=ref.revision, coefficient=coef))
+        pinned = pin(name, db_url=db_url)
+        dirs[pinned.repo_id] = pinned.path
+        ingredients.append(Ingredient(repo_id=pinned.repo_id, revision=pinned.revision, coefficient=coef))
     recipe = Recipe(
         base=base_ref,
         target=target_ref,

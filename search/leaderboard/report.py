@@ -33,7 +33,7 @@ import numpy as np
 import optuna
 from matplotlib.figure import Figure
 
-from registry.errors import SearchError
+from search.errors import SearchError
 from search.study.run import coefficients_from_params, trial_feasible, trial_value
 
 # fANOVA fits a random forest on the trials: below this many it mostly reports noise.
@@ -62,7 +62,7 @@ def default_storage_url() -> str:
         A SQLAlchemy URL for Optuna's RDB storage.
     """
     try:
-        from search.study.run import run as study_mod
+        from search.study import run as study_mod
 
         fn = getattr(study_mod, "default_storage", None) or getattr(study_mod, "default_storage_url", None)
         if callable(fn):
@@ -206,7 +206,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def _leaderboard_rows(*, study: str, db_url: str | None) -> list[dict[str, Any]]:
     """The study's leaderboard rows, best first (empty when the leaderboard has none)."""
-    from search.leaderboard.rows import rows as leaderboard
+    from search.study import records as leaderboard
 
     return leaderboard.query(db_url=db_url, study=study)
 

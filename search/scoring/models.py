@@ -9,7 +9,7 @@ import torch
 
 from registry.constants import CONFIG_NAME
 from registry.errors import ModelError
-from registry.sources import resolve_model_dir
+from registry.pins import resolve_model_dir
 
 
 def load_seq2seq(

@@ -30,7 +30,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from registry.errors import DataError, ModelError
+from registry.errors import ModelError
+from search.errors import DataError
 from search.tasks.data import Split
 from search.tasks.glue import INVALID_LABEL, TaskSpec, get_task
 
@@ -438,7 +439,7 @@ class Scorer:
 
 def iter_tasks(task: str) -> Iterator[str]:
     """`all` -> the four GLUE targets in the paper's order; a single task name otherwise."""
-    from registry.constants import GLUE_TASKS
+    from search.tasks.glue import GLUE_TASKS
 
     yield from (GLUE_TASKS if task == "all" else (task,))
 

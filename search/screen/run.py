@@ -16,10 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from registry.errors import SearchError
+from registry.pins import compatible_candidates, located, resolve_target
+from search.errors import SearchError
+from search.scoring.models import load_seq2seq
+from search.scoring.scorer import Scorer
+from search.screen.store import already_screened, save_screening, screened_candidates
+from search.tables import worker_id
+from search.tasks.data import load_split
+from search.tasks.glue import get_task
+from search.vectors.compose import open_composer
 
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.3)
 HARM_MARGIN = 5.0
@@ -38,33 +45,6 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
     if not values:
         raise SearchError("--lambdas is empty")
     return values
-
-
-def _already_screened(*, task: str, target_revision: str, fingerprint: str, db_url: str | None) -> set[str]:
-    from registry.db import session_scope
-    from search.tables import Screening
-
-    with session_scope(db_url) as session:
-        return set(
-            session.execute(
-                select(Screening.candidate_revision).where(
-                    Screening.task == task,
-                    Screening.target_revision == target_revision,
-                    Screening.split_fingerprint == fingerprint,
-                )
-            ).scalars()
-        )
-
-
-def _save(row: dict[str, Any], *, db_url: str | None) -> None:
-    from registry.db import session_scope
-    from search.tables import Screening
-
-    try:
-        with session_scope(db_url) as session:
-            session.add(Screening(**row))
-    except IntegrityError:
-        pass  # another process screened the same candidate on the same split meanwhile: same result
 
 
 def is_clearly_harmful(score: float, *, target_score: float, best_score: float, margin: float) -> bool:
@@ -138,21 +118,6 @@ def screen(
         SearchError: unknown task, empty registry, a target not compatible with its base, no candidates.
         DataError, ModelError, RegistryError: unreadable data or models (one line each).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from search.scoring.models import load_seq2seq
-    from search.scoring.scorer import Scorer
-    from search.study.run import worker_id
-    from search.tasks.data import load_split
-    from search.tasks.glue import get_task
-    from search.vectors.resolve import (
-        compatible_candidates,
-        pin_dir,
-        resolve_target,
-        screened_candidates,
-    )
-    from search.vectors.taskvector import Composer, load_vector
-
     get_task(task)
     if not lambdas:
         raise SearchError("no lambdas to screen")
@@ -166,7 +131,7 @@ def screen(
             "run `taskvec registry sync` first"
         )
     split = load_split(task, split="search", data_dir=data_dir, size=search_size, seed=split_seed)
-    done = _already_screened(
+    done = already_screened(
         task=task, target_revision=resolved.target.revision, fingerprint=split.fingerprint, db_url=db_url
     )
     todo = [c for c in candidates if c.revision not in done]
@@ -189,20 +154,18 @@ def screen(
             job = bar.add_task(f"screen {task}", total=len(todo))
             for cand in todo:
                 bar.update(job, description=f"screen {task}: {cand.repo_id}")
-                pinned = pin_dir(cand)
-                vector = load_vector(
-                    base_dir=resolved.base.path,
-                    base_revision=resolved.base.revision,
-                    candidate_dir=pinned.path,
-                    candidate_revision=pinned.revision,
+                composer = open_composer(
+                    model,
+                    target=resolved.target.path,
+                    base=resolved.base,
+                    ingredients=[located(cand)],
                     cache_dir=vector_cache,
                 )
-                composer = Composer(model, target=resolved.target.path, vectors=[vector])
                 tried = screen_lambdas(
                     scorer, composer, lambdas=lambdas, target_score=target_score, harm_margin=harm_margin
                 )
                 best = max(tried, key=lambda r: (r["score"], -r["lambda"]))
-                _save(
+                save_screening(
                     {
                         "task": task,
                         "target_repo": resolved.target.repo_id,
@@ -230,99 +193,3 @@ def screen(
         db_url=db_url,
     )
     return sorted(rows, key=lambda r: (-r["gain"], r["candidate_repo"]))
-
-
-def helpful_for(task: str, *, db_url: str | None = None) -> list[dict[str, Any]]:
-    """Screened candidates ranked by their best gain on `task` (over targets and splits), best first.
-
-    Returns:
-        One dict per (candidate repo, revision): `repo_id`, `revision`, `status`, `reason` (from the
-        registry), `gain`, `best_lambda`, `best_score`, `target_score`, `target_repo`, `n_screenings`.
-
-    Raises:
-        DataError: for an unknown task.
-    """
-    from registry.db import session_scope
-    from registry.models import Checkpoint
-    from search.tables import Screening
-    from search.tasks.glue import get_task
-
-    get_task(task)
-    best: dict[tuple[str, str], dict[str, Any]] = {}
-    counts: dict[tuple[str, str], int] = {}
-    with session_scope(db_url) as session:
-        for s in session.execute(select(Screening).where(Screening.task == task)).scalars():
-            key = (s.candidate_repo, s.candidate_revision)
-            counts[key] = counts.get(key, 0) + 1
-            if key not in best or s.gain > best[key]["gain"]:
-                best[key] = {
-                    "repo_id": s.candidate_repo,
-                    "revision": s.candidate_revision,
-                    "gain": s.gain,
-                    "best_lambda": s.best_lambda,
-                    "best_score": s.best_score,
-                    "target_score": s.target_score,
-                    "target_repo": s.target_repo,
-                }
-        verdicts = {
-            (repo, rev): (status, reason)
-            for repo, rev, status, reason in session.execute(
-                select(Checkpoint.repo_id, Checkpoint.revision, Checkpoint.status, Checkpoint.reason)
-            )
-        }
-    rows = []
-    for key, row in best.items():
-        status, reason = verdicts.get(key, ("unknown", "no longer in the registry at this revision"))
-        rows.append({**row, "status": status, "reason": reason, "n_screenings": counts[key]})
-    return sorted(rows, key=lambda r: (-r["gain"], r["repo_id"]))
-
-
-HELPFUL_COLUMNS = (
-    "repo_id",
-    "revision",
-    "status",
-    "gain",
-    "best_lambda",
-    "best_score",
-    "target_score",
-    "target_repo",
-)
-
-
-def format_helpful(rows: Sequence[dict[str, Any]], *, fmt: str) -> str:
-    """`helpful_for` rows as `json`, `csv` or a rich `table` (text, newline-terminated)."""
-    import csv
-    import io
-    import json
-
-    if fmt == "json":
-        return json.dumps(list(rows)) + "\n"
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(
-            buf, fieldnames=list(HELPFUL_COLUMNS), extrasaction="ignore", lineterminator="\n"
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-        return buf.getvalue()
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="candidates ranked by screening gain")
-    for col in ("repo", "revision", "status", "gain", "best lambda", "score", "target"):
-        table.add_column(col, justify="left" if col in ("repo", "revision", "status") else "right")
-    for r in rows:
-        colour = "green" if r["gain"] > 0 else "red"
-        table.add_row(
-            r["repo_id"],
-            r["revision"][:8],
-            r["status"],
-            f"[{colour}]{r['gain']:+.2f}[/]",
-            f"{r['best_lambda']:.2f}",
-            f"{r['best_score']:.2f}",
-            f"{r['target_score']:.2f}",
-        )
-    console = Console(record=True, width=120)
-    with console.capture() as capture:
-        console.print(table)
-    return capture.get()

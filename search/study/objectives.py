@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from registry.errors import SearchError
+from search.errors import SearchError
 
 OBJECTIVES = ("score", "mean", "normalized-mean", "pareto")
 MULTI_TASK_OBJECTIVES = ("mean", "normalized-mean", "pareto")

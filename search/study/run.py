@@ -37,10 +37,8 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import signal
-import socket
 import threading
 import time
 import warnings
@@ -50,14 +48,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.pool import NullPool
 
 from registry.constants import home
-from registry.errors import SearchError
+from registry.pins import Pinned, checkpoint_dirs, resolve_target
+from search.errors import SearchError
+from search.scoring.prefix import NestedPrefixScorer, prefix_sizes
+from search.screen.store import screened_candidates
 from search.study.objectives import Control, combine, is_feasible, resolve_objective
+from search.study.references import resolve_references
+from search.tables import worker_id
+from search.vectors.compose import open_composer
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
 PRUNERS = ("sha", "hyperband")
@@ -70,11 +73,6 @@ LAMBDA_PREFIX = "lambda:"
 WARM_SINGLES = 4
 # Multi-task warm start: every reference at one of these lambdas (FusionBench's global lambda is 0.3).
 WARM_UNIFORM = (0.3, 0.5, 1.0)
-
-
-def worker_id() -> str:
-    """`hostname:pid` of this process, stored with every row it writes."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -352,8 +350,6 @@ def default_study_name(config: SearchConfig, *, target_revision: str | None = No
         SearchError, RegistryError: if the target cannot be resolved.
     """
     if target_revision is None:
-        from search.vectors.resolve import resolve_target
-
         target_revision = resolve_target(config.target, db_url=config.db_url).target.revision
     name = Path(str(config.target).rstrip("/")).name or "target"
     label = f"{'+'.join(config.tasks)}-{config.kind}" if config.multi else config.task
@@ -361,90 +357,6 @@ def default_study_name(config: SearchConfig, *, target_revision: str | None = No
         f"{label}-{name}@{target_revision[:8]}-{config.method}-k{config.top_k}-{config.sampler}"
         f"-{_settings_digest(config)}"
     )
-
-
-def prefix_sizes(n_examples: int, *, rungs: int, reduction_factor: int, pruning: bool) -> list[int]:
-    """Nested prefix lengths reported to the pruner (just the whole split without pruning).
-
-    The sizes are the successive-halving rungs `s0 * rf**k` (s0 = ceil(n / rf**(rungs-1))), so every
-    intermediate report lands exactly on a rung; the last prefix is the whole split.
-
-    Args:
-        n_examples: search split size.
-        rungs: number of prefixes.
-        reduction_factor: ratio between consecutive prefixes.
-        pruning: whether intermediate prefixes are scored at all.
-
-    Returns:
-        Strictly increasing sizes ending with `n_examples`.
-    """
-    if not pruning or rungs <= 1:
-        return [n_examples]
-    s0 = max(1, math.ceil(n_examples / reduction_factor ** (rungs - 1)))
-    sizes: list[int] = []
-    for k in range(rungs):
-        n = min(n_examples, s0 * reduction_factor**k)
-        if not sizes or n > sizes[-1]:
-            sizes.append(n)
-    if sizes[-1] != n_examples:
-        sizes.append(n_examples)
-    return sizes
-
-
-class NestedPrefixScorer:
-    """Scores nested prefixes of a split's fixed order, each example once per pass.
-
-    Prefix k's score is computed from the predictions of chunks 0..k (the examples of prefix k-1 are not
-    scored again), so a trial that runs to the end costs one pass over the split whatever the number of
-    rungs, and a pruned trial costs only the prefix it reached. The prefixes are those of
-    `Scorer(...).score(prefix=n)` (same seeded order), so the scores are identical.
-
-    Args:
-        model: the live model.
-        tokenizer: its tokenizer.
-        split: the search split.
-        sizes: increasing prefix lengths (last = len(split)).
-        mode: scoring mode.
-        order_seed: seed of the fixed order.
-    """
-
-    def __init__(
-        self, model, tokenizer, split, *, sizes: Sequence[int], mode: str = "rank", order_seed: int = 0
-    ) -> None:
-        from search.scoring.scorer import Scorer
-        from search.tasks.data import Split
-        from search.tasks.glue import get_task
-
-        self.full = Scorer(model, tokenizer, split, mode=mode, order_seed=order_seed)
-        self.spec = get_task(split.task)
-        self.sizes = [int(n) for n in sizes]
-        self.chunks = []
-        prev = 0
-        for n in self.sizes:
-            rows = self.full.order[prev:n]
-            digest = hashlib.sha256(f"{split.fingerprint}:{order_seed}:{prev}:{n}".encode()).hexdigest()
-            chunk = Split(
-                task=split.task,
-                name=split.name,
-                examples=split.examples.iloc[rows].reset_index(drop=True),
-                fingerprint=digest,
-            )
-            self.chunks.append(Scorer(model, tokenizer, chunk, mode=mode, order_seed=order_seed))
-            prev = n
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.full.settings
-
-    def iter_scores(self) -> Iterator[tuple[int, dict[str, float]]]:
-        """Yield `(n, metrics)` for each prefix, scoring only the examples new to it."""
-        preds: list[np.ndarray] = []
-        labels: list[np.ndarray] = []
-        for n, chunk in zip(self.sizes, self.chunks, strict=True):
-            result = chunk.score()
-            preds.append(result.predictions)
-            labels.append(result.labels)
-            yield n, self.spec.compute_metrics(np.concatenate(labels), np.concatenate(preds))
 
 
 def make_sampler(name: str, *, seed: int, n_params: int) -> optuna.samplers.BaseSampler:
@@ -976,7 +888,7 @@ def sync_leaderboard(study: optuna.Study, meta: dict[str, Any], *, db_url: str |
     Returns:
         The number of rows written.
     """
-    from search.leaderboard.rows import existing_trial_numbers, update_pareto, upsert_rows
+    from search.study.records import existing_trial_numbers, update_pareto, upsert_rows
 
     done = existing_trial_numbers(study=meta["study"], db_url=db_url)
     missing = [
@@ -1069,8 +981,6 @@ def _no_screenings_error(config: SearchConfig, target_repo: str) -> SearchError:
 
 def _require_screenings(config: SearchConfig, resolved, name: str, storage, fingerprint: str) -> None:
     """Fail before loading any model when a new single-task study would have no candidates."""
-    from search.vectors.resolve import screened_candidates
-
     if config.multi:
         return  # a multi-task study's ingredients are the tasks' references, resolved with the context
     if screened_candidates(
@@ -1137,14 +1047,6 @@ def _open_live(config: SearchConfig, *, create: bool = True) -> _Live:
     from search.scoring.models import load_seq2seq
     from search.scoring.scorer import Scorer
     from search.tasks.data import load_split
-    from search.vectors.resolve import (
-        candidate_dirs,
-        load_vectors,
-        resolve_references,
-        resolve_target,
-        screened_candidates,
-    )
-    from search.vectors.taskvector import Composer
 
     config.validate()
     kind = config.kind
@@ -1308,19 +1210,16 @@ def _open_live(config: SearchConfig, *, create: bool = True) -> _Live:
         )
 
     repos = [c["repo_id"] for c in meta["candidates"]]
-    dirs = candidate_dirs(meta["candidates"], db_url=config.db_url)
-    vectors = load_vectors(
-        base_dir=resolved.base.path,
-        base_revision=resolved.base.revision,
-        candidates=[(d, c["revision"]) for d, c in zip(dirs, meta["candidates"], strict=True)],
-        cache_dir=config.vector_cache,
-    )
-    composer = Composer(
+    pairs = [(c["repo_id"], c["revision"]) for c in meta["candidates"]]
+    dirs = checkpoint_dirs(pairs, db_url=config.db_url)
+    composer = open_composer(
         model,
         target=resolved.target.path,
-        vectors=vectors,
+        base=resolved.base,
+        ingredients=[Pinned(r, v, d) for (r, v), d in zip(pairs, dirs, strict=True)],
         method=meta["method"],
         method_options=meta["method_options"],
+        cache_dir=config.vector_cache,
     )
     heldout = {t: Scorer(model, tokenizer, split, mode=config.mode) for t, split in heldout_splits.items()}
     # The target's own scores, computed once per worker (deterministic) and stored with every row.
@@ -1382,7 +1281,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.leaderboard.rows import refresh_heldout, study_best, update_pareto, upsert_rows
+    from search.leaderboard.rows import refresh_heldout
+    from search.study.records import study_best, update_pareto, upsert_rows
 
     started = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -1478,7 +1378,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     examples = sum(
         int(t.user_attrs.get("examples_scored", 0)) for t in study.get_trials(deepcopy=False, states=FINISHED)
     )
-    from search.leaderboard.rows import query
+    from search.study.records import query
 
     rows = query(db_url=config.db_url, study=name)
     return SearchSummary(

@@ -19,9 +19,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from registry.constants import GLUE_HUB_DATASET
-from registry.errors import DataError
-from search.tasks.glue import TaskSpec, get_task
+from search.errors import DataError
+from search.tasks.glue import GLUE_HUB_DATASET, TaskSpec, get_task
 
 SplitName = Literal["search", "heldout"]
 FileSplit = Literal["train", "validation", "test"]

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from registry.errors import DataError
+from search.errors import DataError
 
+GLUE_TASKS = ("mrpc", "rte", "cola", "sst2")
+GLUE_HUB_DATASET = "nyu-mll/glue"
 INVALID_LABEL = -1
 
 

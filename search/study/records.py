@@ -1,0 +1,231 @@
+"""The study's writes to the leaderboard table: one row per completed trial, held-out scores later.
+
+Rows are written right after each trial completes (idempotent upsert on (study, trial number)), so a crash
+loses at most the trial in flight. `search.leaderboard` reads and ranks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from registry.db import session_scope
+from search.study.objectives import pareto_mask
+from search.tables import LeaderboardRow, utcnow
+
+ROW_KEYS = (
+    "task",
+    "study",
+    "trial_number",
+    "score_search",
+    "score_heldout",
+    "metrics",
+    "target_score_search",
+    "target_score_heldout",
+    "gain_search",
+    "gain_heldout",
+    "ingredients",
+    "method",
+    "method_options",
+    "scorer",
+    "split_fingerprints",
+    "worker",
+    "created",
+    "target_repo",
+    "target_revision",
+    "base_repo",
+    "base_revision",
+    "scores",
+    "objective",
+    "constraints",
+    "pareto",
+    "feasible",
+    "reference_scores",
+    "state",
+    "examples_scored",
+    "heldout_at",
+)
+
+# Columns a re-written trial may not clear: held-out results and Pareto flags computed after the trial.
+
+_KEEP_ON_UPDATE = ("score_heldout", "heldout_at", "id", "created", "pareto")
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def row_dict(row: LeaderboardRow) -> dict[str, Any]:
+    """A leaderboard row as a JSON-ready dict with `ROW_KEYS`."""
+    out = {c.name: _iso(getattr(row, c.name)) for c in row.__table__.columns}
+    out["gain_search"] = out["score_search"] - out["target_score_search"]
+    heldout, target_heldout = out["score_heldout"], out["target_score_heldout"]
+    out["gain_heldout"] = None if heldout is None or target_heldout is None else heldout - target_heldout
+    return {k: out.get(k) for k in ROW_KEYS}
+
+
+def upsert_rows(rows: Iterable[dict[str, Any]], *, db_url: str | None = None) -> int:
+    """Insert or update rows keyed by (study, trial_number); held-out results already there are kept.
+
+    Returns:
+        The number of rows written.
+    """
+
+    n = 0
+    for values in rows:
+        for attempt in range(2):
+            try:
+                with session_scope(db_url) as session:
+                    existing = session.execute(
+                        select(LeaderboardRow).where(
+                            LeaderboardRow.study == values["study"],
+                            LeaderboardRow.trial_number == values["trial_number"],
+                        )
+                    ).scalar_one_or_none()
+                    if existing is None:
+                        session.add(LeaderboardRow(**{k: v for k, v in values.items() if v is not None}))
+                    else:
+                        for key, value in values.items():
+                            if key not in _KEEP_ON_UPDATE and not (
+                                key == "target_score_heldout" and value is None
+                            ):
+                                setattr(existing, key, value)
+                break
+            except IntegrityError:
+                if attempt == 1:
+                    raise  # the row exists yet cannot be read back: a real inconsistency
+        n += 1
+    return n
+
+
+def existing_trial_numbers(*, study: str, db_url: str | None = None) -> set[int]:
+    """Trial numbers of `study` already on the leaderboard."""
+
+    with session_scope(db_url) as session:
+        return set(
+            session.execute(
+                select(LeaderboardRow.trial_number).where(LeaderboardRow.study == study)
+            ).scalars()
+        )
+
+
+def update_pareto(*, study: str, db_url: str | None = None) -> int:
+    """Recompute the study's Pareto flags from its rows' per-task search scores (feasible rows only).
+
+    Called after every row a Pareto study writes; concurrent workers may interleave, and each worker's
+    last call (at its end) leaves the flags exact.
+
+    Returns:
+        The number of rows on the front.
+    """
+
+    with session_scope(db_url) as session:
+        rows = list(session.execute(select(LeaderboardRow).where(LeaderboardRow.study == study)).scalars())
+        feasible = [r for r in rows if r.feasible]
+        if not feasible:
+            return 0
+        tasks = sorted(feasible[0].scores)
+        mask = pareto_mask([[float(r.scores[t]["search"]) for t in tasks] for r in feasible])
+        front = {r.id for r, on in zip(feasible, mask, strict=True) if on}
+        for r in rows:
+            flag = r.id in front
+            if r.pareto != flag:
+                r.pareto = flag
+        return len(front)
+
+
+def write_heldout(
+    row: dict[str, Any], results: dict[str, Any], *, objective: float, db_url: str | None
+) -> None:
+    """Store a row's held-out results: every task's score and metrics, its objective, control scores.
+
+    Args:
+        row: the leaderboard row (as `row_dict` gives it).
+        results: task (objective tasks and controls) -> held-out `ScoreResult`.
+        objective: the row's objective on the held-out splits.
+        db_url: taskvec database URL.
+    """
+    tasks, controls = list(row["scores"] or {row["task"]: {}}), list(row["constraints"] or {})
+    with session_scope(db_url) as session:
+        db_row = session.execute(
+            select(LeaderboardRow).where(
+                LeaderboardRow.study == row["study"],
+                LeaderboardRow.trial_number == row["trial_number"],
+            )
+        ).scalar_one()
+        db_row.score_heldout = objective
+        if len(tasks) == 1:
+            heldout_metrics: dict[str, Any] = {k: float(v) for k, v in results[tasks[0]].metrics.items()}
+        else:
+            heldout_metrics = {t: {k: float(v) for k, v in results[t].metrics.items()} for t in tasks}
+        db_row.metrics = {**db_row.metrics, "heldout": heldout_metrics}
+        scores = {k: dict(v) for k, v in db_row.scores.items()}
+        for t in tasks:
+            scores.setdefault(t, {})["heldout"] = float(results[t].score)
+        db_row.scores = scores
+        if controls:
+            db_row.constraints = {
+                c: {**v, "score_heldout": float(results[c].score)} for c, v in db_row.constraints.items()
+            }
+        db_row.heldout_at = utcnow()
+
+
+def query(
+    *,
+    db_url: str | None = None,
+    task: str | None = None,
+    study: str | None = None,
+    top: int | None = None,
+    feasible_only: bool = False,
+    pareto_only: bool = False,
+) -> list[dict[str, Any]]:
+    """Leaderboard rows: feasible before infeasible, then best search score first.
+
+    Args:
+        db_url: taskvec database URL.
+        task: only this task (a multi-task row's task is its tasks joined by commas).
+        study: only this study.
+        top: at most this many rows per task.
+        feasible_only: leave out rows that failed a control guard.
+        pareto_only: only rows on their study's Pareto front.
+
+    Returns:
+        Row dicts with `ROW_KEYS`.
+    """
+    stmt = select(LeaderboardRow)
+    if task:
+        stmt = stmt.where(LeaderboardRow.task == task)
+    if study:
+        stmt = stmt.where(LeaderboardRow.study == study)
+    if feasible_only:
+        stmt = stmt.where(LeaderboardRow.feasible.is_(True))
+    if pareto_only:
+        stmt = stmt.where(LeaderboardRow.pareto.is_(True))
+    stmt = stmt.order_by(
+        LeaderboardRow.task,
+        LeaderboardRow.feasible.desc(),
+        LeaderboardRow.score_search.desc(),
+        LeaderboardRow.study,
+        LeaderboardRow.trial_number,
+    )
+    with session_scope(db_url) as session:
+        rows = [row_dict(r) for r in session.execute(stmt).scalars()]
+    if top is None:
+        return rows
+    kept: list[dict[str, Any]] = []
+    per_task: dict[str, int] = {}
+    for row in rows:
+        per_task[row["task"]] = per_task.get(row["task"], 0) + 1
+        if per_task[row["task"]] <= top:
+            kept.append(row)
+    return kept
+
+
+def study_best(*, study: str, db_url: str | None = None) -> dict[str, Any] | None:
+    """The study's best feasible row by search score (None when it has no feasible completed trial)."""
+    rows = query(db_url=db_url, study=study, top=1, feasible_only=True)
+    return rows[0] if rows else None
