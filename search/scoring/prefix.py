@@ -62,7 +62,7 @@ class NestedPrefixScorer:
     def __init__(
         self, model, tokenizer, split, *, sizes: Sequence[int], mode: str = "rank", order_seed: int = 0
     ) -> None:
-
+        self.full = Scorer(model, tokenizer, split, mode=mode, order_seed=order_seed)
         self.spec = get_task(split.task)
         self.sizes = [int(n) for n in sizes]
         self.chunks = []
