@@ -1,23 +1,19 @@
 """Alembic environment for taskvec's own tables (configured in code by `registry.db.alembic_config`).
 
 The version table is `taskvec_alembic_version`: Optuna's RDB storage owns `alembic_version` in the same
-database. search's tables join the metadata through `search.tables` when that module exists.
+database. Importing the ORM modules puts the registry's and search's tables on the one metadata that
+autogenerate compares with.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-
 from sqlalchemy import create_engine
 
+import registry.models  # noqa: F401  (registers base_models, checkpoints on Base.metadata)
+import search.tables  # noqa: F401  (registers screenings, leaderboard on Base.metadata)
 from alembic import context
 from registry.constants import ALEMBIC_VERSION_TABLE
 from registry.db import Base
-
-importlib.import_module("registry.models")
-with contextlib.suppress(ModuleNotFoundError):
-    importlib.import_module("search.tables")
 
 config = context.config
 target_metadata = Base.metadata

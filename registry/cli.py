@@ -1,4 +1,8 @@
-"""`taskvec registry ...` and `taskvec db ...`: thin wrappers over registry functions."""
+"""`taskvec registry ...` and `taskvec db ...`: thin wrappers over registry functions.
+
+`taskvec --help` imports this module, so only typer and rich are imported at the top: the commands import
+`registry.sync`/`registry.db` (SQLAlchemy, Alembic, huggingface_hub: ~0.6 s) when they run.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from registry.errors import RegistryError
 
 app = typer.Typer(
     help="Index compatible T5 checkpoints from the Hub or a local folder.", no_args_is_help=True
@@ -45,8 +51,8 @@ def sync_cmd(
     db: str | None = DB_OPTION,
 ) -> None:
     """Check every repo of a source against a base; rerun to resume or to pick up new revisions."""
+    # lazy: SQLAlchemy, Alembic and huggingface_hub stay out of `taskvec --help` (module docstring)
     from registry.compat import STATUS_BY_CODE
-    from registry.errors import RegistryError
     from registry.sync import sync
 
     if source == "hub" and not (search or filters or limit):
@@ -94,22 +100,11 @@ def list_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
-    helpful_for: str | None = typer.Option(
-        None, "--helpful-for", help="Rank screened candidates by their gain on this task (taskvec screen)."
-    ),
     db: str | None = DB_OPTION,
 ) -> None:
     """List checked repos with their status and reason."""
-    from registry.sync import format_rows, list_checkpoints
+    from registry.sync import format_rows, list_checkpoints  # lazy: see the module docstring
 
-    if helpful_for:
-        # The CLI is the composition layer: the ranking lives in search (which reads the registry).
-        from search.screen import run as screening
-
-        fmt = "json" if as_json else "csv" if as_csv else "table"
-        ranked = screening.helpful_for(helpful_for, db_url=db)
-        typer.echo(screening.format_helpful(ranked, fmt=fmt), nl=False)
-        return
     rows = list_checkpoints(db_url=db, status=status, base=base)
     if as_json or as_csv:
         typer.echo(format_rows(rows, fmt="json" if as_json else "csv"), nl=False)
@@ -137,7 +132,7 @@ def list_cmd(
 @app.command("show")
 def show_cmd(repo: str = typer.Argument(..., help="Repo id."), db: str | None = DB_OPTION) -> None:
     """Everything recorded about one repo (one entry per base it was checked against)."""
-    from registry.sync import show_checkpoint
+    from registry.sync import show_checkpoint  # lazy: see the module docstring
 
     typer.echo(json.dumps(show_checkpoint(repo, db_url=db), indent=2, default=str))
 
@@ -145,7 +140,7 @@ def show_cmd(repo: str = typer.Argument(..., help="Repo id."), db: str | None = 
 @db_app.command("upgrade")
 def upgrade_cmd(db: str | None = DB_OPTION) -> None:
     """Migrate the database to the newest schema (fresh databases are migrated automatically)."""
-    from registry.db import upgrade
+    from registry.db import upgrade  # lazy: see the module docstring
 
     revisions = upgrade(db)
     typer.echo(f"database at revision {', '.join(revisions)}")

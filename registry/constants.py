@@ -45,7 +45,7 @@ def vector_cache_dir() -> Path:
     return home() / "vectors"
 
 
-# Lineage check (registry/compat.py): relative distance ||theta - theta_base|| / ||theta_base|| over a few
+# Lineage check (registry/compat/lineage.py): relative distance ||theta - theta_base|| / ||theta_base|| over a few
 # probe tensors. Independent initialisations sit near sqrt(2) ~ 1.41 (two unrelated matrices of similar
 # norm); fine-tunes sit far below. Calibrated on the tiny pico zoo (seed 0) with 16 KB windows: targets and
 # candidates measured 0.026-0.066, the independently pretrained decoys (t5-pico-seed1 and the false-card

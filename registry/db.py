@@ -9,12 +9,15 @@ run automatically when an engine is first made, under a lock so concurrent first
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+import alembic.command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -22,9 +25,10 @@ from sqlalchemy.pool import StaticPool
 
 from registry.constants import ALEMBIC_VERSION_TABLE, default_db_url
 from registry.errors import RegistryError
+from registry.locks import url_lock
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# Any fixed 64-bit key: PostgreSQL advisory lock that serialises concurrent migrations.
+# Any fixed 64-bit key: PostgreSQL advisory lock that serialises concurrent migrations (registry.locks).
 _PG_MIGRATION_LOCK = 0x7461736B766563
 
 _ENGINES: dict[str, Engine] = {}
@@ -47,15 +51,21 @@ def alembic_dir() -> Path:
     return folder
 
 
-def alembic_config(url: str):
+def alembic_config(url: str) -> Config:
     """An Alembic `Config` for `url`, built in code so no alembic.ini or cwd is needed."""
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", str(alembic_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.set_main_option("version_table", ALEMBIC_VERSION_TABLE)
     return cfg
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***` (for messages and summaries)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy understands (parse errors differ by case): show it as given
+        return url
 
 
 def _resolve_url(url: str | None) -> str:
@@ -92,60 +102,26 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
-@contextlib.contextmanager
-def _migration_lock(engine: Engine) -> Iterator[None]:
-    """Serialise migrations across processes: a file lock next to a SQLite file, an advisory lock on PostgreSQL."""
-    url = engine.url
-    if url.get_backend_name() == "sqlite":
-        if url.database in (None, "", ":memory:"):
-            yield
-            return
-        lock_path = Path(url.database).expanduser().with_name(Path(url.database).name + ".migrate.lock")
-        with lock_path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        return
-    if url.get_backend_name() == "postgresql":
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-            conn.commit()
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
-                conn.commit()
-        return
-    yield
-
-
 def _heads(url: str) -> set[str]:
-    from alembic.script import ScriptDirectory
-
     return set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
 
 
 def current_revisions(engine: Engine) -> set[str]:
     """The Alembic revisions the database is at (empty for a fresh database)."""
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": ALEMBIC_VERSION_TABLE})
         return set(ctx.get_current_heads())
 
 
 def _upgrade(engine: Engine, url: str) -> None:
-    from alembic import command
-
-    with _migration_lock(engine):
+    # Concurrent first uses: one process migrates, the others wait and then find the schema at head.
+    with url_lock(url, key=_PG_MIGRATION_LOCK, name="migrate"):
         if current_revisions(engine) == _heads(url):
             return  # another process migrated while we waited for the lock
         cfg = alembic_config(url)
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            alembic.command.upgrade(cfg, "head")
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -170,9 +146,7 @@ def get_engine(url: str | None = None) -> Engine:
             if current_revisions(engine) != _heads(url):
                 _upgrade(engine, url)
         except OperationalError as exc:
-            raise RegistryError(
-                f"{make_url(url).render_as_string()}: cannot open the database ({exc.orig})"
-            ) from exc
+            raise RegistryError(f"{redact_url(url)}: cannot open the database ({exc.orig})") from exc
         except ModuleNotFoundError as exc:
             raise RegistryError(f"{url}: database driver missing ({exc.name})") from exc
         _ENGINES[url] = engine

@@ -103,8 +103,7 @@ def model_dir(*, source: str, repo_id: str, revision: str) -> Path:
     Raises:
         RegistryError: if the source no longer holds that revision.
     """
-    opened = open_source("hub", endpoint=source) if source.startswith(("http://", "https://")) else None
-    return Path((opened or open_source(source)).model_dir(repo_id, revision))
+    return Path(open_source(source).model_dir(repo_id, revision))
 
 
 def located(pinned: Pinned) -> Pinned:

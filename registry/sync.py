@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -145,6 +146,81 @@ def _save(
                 session.rollback()  # another worker inserted the row: update it instead
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every repo of one sync is checked with."""
+
+    source: Source
+    profile: BaseProfile
+    base_id: int
+    db_url: str | None
+    verify_weights: bool
+    verify_pickles: bool
+    recheck: bool
+
+
+def _listed(
+    src: Source, base_info: RepoInfo, *, search: str | None, filters: tuple[str, ...], limit: int | None
+) -> list[str]:
+    """The repo ids to check: the source's listing without the base, at most `limit`."""
+    # One more than `limit` from the listing, in case the base itself is among them.
+    listing = src.list_repos(search=search, filters=filters, limit=limit + 1 if limit is not None else None)
+    listed = (r for r in listing if r != base_info.repo_id)
+    return list(itertools.islice(listed, limit))
+
+
+def _sync_one(run: _Run, repo_id: str) -> CheckReport | None:
+    """Check one repo and commit its row; None when its revision was already checked (row refreshed only).
+
+    Raises:
+        RegistryError: if the repo cannot be reached now (nothing recorded; retried next run).
+    """
+    src = run.source
+    validate_repo_id(repo_id)
+    info = src.repo_info(repo_id)
+    before = _checked(run.base_id, src.name, repo_id, db_url=run.db_url)
+    unchanged = before is not None and before[0] == info.revision
+    if unchanged and run.verify_pickles and before[1] == STATUS_UNVERIFIED:
+        unchanged = False  # asked to verify what an earlier run left unverified
+    if unchanged and not run.recheck:
+        _save(run.base_id, src.name, info, None, db_url=run.db_url)  # refresh last_seen and popularity
+        return None
+    report = check_repo(
+        src, info, run.profile, verify_weights=run.verify_weights, verify_pickles=run.verify_pickles
+    )
+    _save(run.base_id, src.name, info, report, db_url=run.db_url)
+    return report
+
+
+def _progress(*, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]sync[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _tally(run: _Run, repo_ids: list[str]) -> tuple[Counter[str], Counter[str]]:
+    """Counts by status and by reason code over the listed repos' rows (this run's and earlier verdicts)."""
+    by_status: Counter[str] = Counter()
+    by_reason: Counter[str] = Counter()
+    with session_scope(run.db_url) as session:
+        for status, reason_code in session.execute(
+            select(Checkpoint.status, Checkpoint.reason_code).where(
+                Checkpoint.base_id == run.base_id,
+                Checkpoint.source == run.source.name,
+                Checkpoint.repo_id.in_(repo_ids),
+            )
+        ):
+            by_status[status] += 1
+            if reason_code:
+                by_reason[reason_code] += 1
+    return by_status, by_reason
+
+
 def sync(
     *,
     base: str,
@@ -181,65 +257,37 @@ def sync(
     Raises:
         RegistryError: if the source or base cannot be opened.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     src = open_source(source) if isinstance(source, str | Path) else source
     base_source, base_info = resolve_base(base, src)
     profile = profile_base(base_source, base_info)
-    base_id = _upsert_base(profile, db_url=db_url)
-
-    # One more than `limit` from the listing, in case the base itself is among them.
-    listing = src.list_repos(search=search, filters=filters, limit=limit + 1 if limit is not None else None)
-    listed = (r for r in listing if r != base_info.repo_id)
-    repo_ids = list(itertools.islice(listed, limit))
-    by_status: Counter[str] = Counter()
-    by_reason: Counter[str] = Counter()
+    run = _Run(
+        source=src,
+        profile=profile,
+        base_id=_upsert_base(profile, db_url=db_url),
+        db_url=db_url,
+        verify_weights=verify_weights,
+        verify_pickles=verify_pickles,
+        recheck=recheck,
+    )
+    repo_ids = _listed(src, base_info, search=search, filters=filters, limit=limit)
     errors: list[str] = []
     checked = skipped = 0
-    with Progress(
-        TextColumn("[bold]sync[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not progress,
-        transient=False,
-    ) as bar:
+    with _progress(enabled=progress) as bar:
         task = bar.add_task("", total=len(repo_ids))
         for repo_id in repo_ids:
             bar.update(task, description=repo_id)
             try:
-                validate_repo_id(repo_id)
-                info = src.repo_info(repo_id)
-                before = _checked(base_id, src.name, repo_id, db_url=db_url)
-                unchanged = before is not None and before[0] == info.revision
-                if unchanged and verify_pickles and before[1] == STATUS_UNVERIFIED:
-                    unchanged = False  # asked to verify what an earlier run left unverified
-                if unchanged and not recheck:
-                    _save(base_id, src.name, info, None, db_url=db_url)  # refresh last_seen and popularity
+                report = _sync_one(run, repo_id)
+                if report is None:
                     skipped += 1
                 else:
-                    report = check_repo(
-                        src, info, profile, verify_weights=verify_weights, verify_pickles=verify_pickles
-                    )
-                    _save(base_id, src.name, info, report, db_url=db_url)
                     checked += 1
                     if on_checked is not None:
                         on_checked(report)
             except RegistryError as exc:  # unreachable now (404, rate limit, network): retried next run
                 errors.append(str(exc))
             bar.advance(task)
-
-    with session_scope(db_url) as session:
-        for status, reason_code in session.execute(
-            select(Checkpoint.status, Checkpoint.reason_code).where(
-                Checkpoint.base_id == base_id,
-                Checkpoint.source == src.name,
-                Checkpoint.repo_id.in_(repo_ids),
-            )
-        ):
-            by_status[status] += 1
-            if reason_code:
-                by_reason[reason_code] += 1
+    by_status, by_reason = _tally(run, repo_ids)
     return SyncSummary(
         base_repo_id=profile.repo_id,
         base_revision=profile.revision,

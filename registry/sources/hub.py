@@ -13,8 +13,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import httpx2
+from huggingface_hub import HfApi, constants, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
 from registry.errors import RegistryError
-from registry.sources import MODEL_FILE_PATTERNS, CardClaims, RepoInfo, validate_filename, validate_repo_id
+from registry.sources.interface import (
+    MODEL_FILE_PATTERNS,
+    CardClaims,
+    RepoInfo,
+    validate_filename,
+    validate_repo_id,
+)
 from registry.sources.local import claims_from_meta
 
 T = TypeVar("T")
@@ -36,8 +55,6 @@ def _status_of(exc: BaseException) -> int | None:
 
 
 def _is_network_error(exc: BaseException) -> bool:
-    import httpx2
-
     seen = 0
     while exc is not None and seen < 5:
         if isinstance(exc, httpx2.TransportError):
@@ -68,8 +85,6 @@ class HubSource:
         backoff_s: first wait; doubles each retry, capped at `max_backoff_s` (a Retry-After header wins).
         max_backoff_s: longest wait between retries.
         """
-        from huggingface_hub import HfApi, constants
-
         self.api = HfApi(endpoint=endpoint, token=token)
         self.endpoint = self.api.endpoint.rstrip("/")
         # Rows record where a checkpoint came from: `hub` for huggingface.co, else the endpoint URL
@@ -86,16 +101,6 @@ class HubSource:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn`, retrying transient failures; turn the rest into one-line RegistryErrors about `what`."""
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            HfHubHTTPError,
-            LocalEntryNotFoundError,
-            OfflineModeIsEnabled,
-            RemoteEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
-
         attempt = 0
         while True:
             try:
@@ -167,8 +172,6 @@ class HubSource:
 
     def file_path(self, repo_id: str, revision: str, filename: str) -> Path:
         """The file downloaded (pinned) into the cache; a cached copy costs nothing."""
-        from huggingface_hub import try_to_load_from_cache
-
         validate_filename(repo_id, filename)
         cached = try_to_load_from_cache(repo_id, filename, cache_dir=self.cache_dir, revision=revision)
         if isinstance(cached, str):
@@ -194,9 +197,6 @@ class HubSource:
         Raises:
             RegistryError: on HTTP errors after retries.
         """
-        from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
-
         validate_filename(repo_id, filename)
         if length <= 0:
             return b""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ import yaml
 
 from registry.constants import CONFIG_NAME, MODEL_CARD
 from registry.errors import RegistryError
-from registry.sources import CardClaims, RepoInfo, validate_filename, validate_repo_id
+from registry.sources.interface import CardClaims, RepoInfo, validate_filename, validate_repo_id
 
 # Content shas are cached by each file's (size, mtime) so repeated reads do not rehash the weights.
 _FILE_SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -112,8 +113,6 @@ def card_tags(card: CardClaims, *, model_type: str | None = None) -> tuple[str, 
 
 
 def _model_type(folder: Path) -> str | None:
-    import json
-
     try:
         value = json.loads((folder / CONFIG_NAME).read_text()).get("model_type")
     except (OSError, ValueError, AttributeError):
