@@ -5,7 +5,7 @@ measured side by side in one run:
 
 - `copy_` bandwidth: rewriting every parameter from a saved copy (`param.copy_(theta)`), bytes read +
   written per second: the ceiling for any in-place rewrite on this machine;
-- the composer (`search.vectors.taskvector.Composer.apply`): bytes it must touch (theta_T and K vectors read,
+- the composer (`search.vectors.composer.Composer.apply`): bytes it must touch (theta_T and K vectors read,
   the parameters written) per second, as a fraction of the `copy_` bandwidth (`bandwidth_frac`);
 - the naive path: build a new state dict theta_T + sum lambda_i tau_i and `load_state_dict` it
   (`speedup_vs_naive` = naive time / composer time);
@@ -33,6 +33,13 @@ import time
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import T5Config, T5ForConditionalGeneration
+
+from search.scoring import Scorer, load_seq2seq
+from search.tasks import load_split
+from search.vectors import Composer, TaskVector, load_vector, model_parameters
 
 SHAPES = {
     "t5-small": dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8),
@@ -56,8 +63,6 @@ def peak_rss_gb() -> float:
 
 def random_t5(shape: str):
     """A T5 of the given shape with random N(0, 0.05) weights (allocated without the slow default init)."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
     config = T5Config(vocab_size=32128, **SHAPES[shape])
     with torch.device("meta"):
         model = T5ForConditionalGeneration(config)
@@ -88,8 +93,6 @@ def best_times(fns: dict, *, repeats: int) -> dict[str, float]:
 
 
 def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, repeats: int) -> dict:
-    from search.vectors.taskvector import Composer, TaskVector
-
     n = sum(t.numel() for t in thetas.values())
     vectors = [
         TaskVector(
@@ -155,11 +158,6 @@ def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, 
 
 def bf16_score_effect(zoo: Path) -> dict:
     """Max |score difference| between fp32 and bf16 vector storage on the pico SST-2 target."""
-    from search.scoring.models import load_seq2seq
-    from search.scoring.scorer import Scorer
-    from search.tasks.data import load_split
-    from search.vectors.taskvector import Composer, load_vector
-
     hub = zoo / "hub" / "pico"
     base, target = hub / "t5-pico", hub / "t5-pico-sst2"
     cands = [hub / "t5-pico-food-sst2-a", hub / "t5-pico-food-sst2-b"]
@@ -219,11 +217,6 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, default=None, help="a built pico zoo, for the bf16 score effect")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from search.vectors.taskvector import model_parameters
 
     results = []
     for shape in args.shapes:

@@ -33,11 +33,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import T5Config, T5ForConditionalGeneration
 
-from search.scoring.models import load_seq2seq
-from search.scoring.scorer import Scorer, label_token_ids
-from search.tasks.data import Split, load_split
-from search.tasks.glue import TaskSpec, get_task
+from benchmarks.zoo import build
+from search.scoring import Scorer, load_seq2seq
+from search.scoring.scorer import label_token_ids
+from search.tasks import Split, TaskSpec, get_task, load_split
 
 T5_SMALL = {
     "vocab_size": 32128,
@@ -133,8 +137,6 @@ def compare(
     }
     if count_flops:
         # Matmul FLOPs of one pass of each on the same examples: the work bound on the time ratio.
-        from torch.utils.flop_counter import FlopCounterMode
-
         with FlopCounterMode(display=False) as ours_flops:
             ours.score()
         with FlopCounterMode(display=False) as base_flops:
@@ -159,28 +161,16 @@ def _input_ids(tokenizer, split: Split) -> list[list[int]]:
 
 def t5_small_random(*, seed: int = 0):
     """A randomly initialised T5 of t5-small's shape (fp32, eval mode)."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
     torch.manual_seed(seed)
     return T5ForConditionalGeneration(T5Config(**T5_SMALL)).eval()
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zoo", type=Path, default=None, help="built pico zoo (default: build one)")
-    parser.add_argument("--scale", default="full", help="zoo scale when building")
-    parser.add_argument("--task", default="mrpc")
-    parser.add_argument("--n-pico", type=int, default=1000, help="held-out examples for the pico target")
-    parser.add_argument("--n-small", type=int, default=256, help="examples for the t5-small shape")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per method (best is kept)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
+    """Command-line entry: time both scorers on the pico target and the t5-small shape; print one JSON line."""
+    args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-
     zoo = args.zoo
     if zoo is None:
-        from benchmarks.zoo import build
-
         zoo = build(out=Path(f".cache/zoo-{args.scale}"), scale=args.scale)  # shared with bench_search
     model, tokenizer = load_seq2seq(zoo / "hub" / "pico" / f"t5-pico-{args.task}")
     pico_split = load_split(args.task, split="heldout", data_dir=zoo / "glue", size=args.n_pico)
@@ -189,13 +179,26 @@ def main(argv: list[str] | None = None) -> dict:
     small = compare(
         t5_small_random(), tokenizer, small_split, repeats=args.repeats, tight_baseline=True, count_flops=True
     )
+    Console().print(_table(args.task, threads=args.threads, pico=pico, small=small))
+    summary = _summary(args.task, threads=args.threads, pico=pico, small=small)
+    print(json.dumps(summary))
+    return summary
 
-    from rich.console import Console
-    from rich.table import Table
 
-    table = Table(
-        title=f"scoring {args.task}: ours (rank) vs FusionBench-style generate, {args.threads} thread(s)"
-    )
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", type=Path, default=None, help="built pico zoo (default: build one)")
+    parser.add_argument("--scale", default="full", help="zoo scale when building")
+    parser.add_argument("--task", default="mrpc")
+    parser.add_argument("--n-pico", type=int, default=1000, help="held-out examples for the pico target")
+    parser.add_argument("--n-small", type=int, default=256, help="examples for the t5-small shape")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per method (best is kept)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return parser
+
+
+def _table(task: str, *, threads: int, pico: dict[str, float], small: dict[str, float]) -> Table:
+    table = Table(title=f"scoring {task}: ours (rank) vs FusionBench-style generate, {threads} thread(s)")
     for col in (
         "model",
         "n",
@@ -220,10 +223,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{100 * r['agreement']:.1f}%",
             f"{r['bf16_speed_ratio']:.2f} ({r['bf16_score_diff']:+.2f})",
         )
-    Console().print(table)
-    summary = {
-        "task": args.task,
-        "threads": args.threads,
+    return table
+
+
+def _summary(task: str, *, threads: int, pico: dict[str, float], small: dict[str, float]) -> dict:
+    return {
+        "task": task,
+        "threads": threads,
         "device": "cpu",
         "n_pico": pico["n"],
         "n_t5_small": small["n"],
@@ -245,8 +251,6 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_ex_per_s_t5_small": small["ours_ex_per_s"],
         "baseline_ex_per_s_t5_small": small["baseline_ex_per_s"],
     }
-    print(json.dumps(summary))
-    return summary
 
 
 if __name__ == "__main__":

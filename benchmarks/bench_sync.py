@@ -20,15 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+from huggingface_hub import HfApi
+from huggingface_hub.utils import disable_progress_bars
 from rich.console import Console
 from rich.table import Table
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.zoo import build
+from registry.compat import check_repo, profile_base
+from registry.constants import home
+from registry.sources.hub import HubSource
+from registry.sources.local import LocalSource
+from registry.sync import list_checkpoints, sync
+from tests.hub_server import serve
 
 
 def _per_repo(hub) -> dict[str, int]:
@@ -39,10 +47,6 @@ def _per_repo(hub) -> dict[str, int]:
 
 
 def _run_sync(zoo: Path, base: str, *, verify_weights: bool, work: Path) -> dict:
-    from registry.sources.hub import HubSource
-    from registry.sync import list_checkpoints, sync
-    from tests.hub_server import serve
-
     with serve(zoo / "hub") as hub:
         source = HubSource(endpoint=hub.endpoint, cache_dir=work / "cache", backoff_s=0.01)
         started = time.perf_counter()
@@ -68,12 +72,6 @@ def _run_sync(zoo: Path, base: str, *, verify_weights: bool, work: Path) -> dict
 
 
 def _run_baseline(zoo: Path, base: str, *, work: Path) -> dict:
-    from huggingface_hub import HfApi
-
-    from registry.compat import check_repo, profile_base
-    from registry.sources.local import LocalSource
-    from tests.hub_server import serve
-
     with serve(zoo / "hub") as hub:
         api = HfApi(endpoint=hub.endpoint)
         started = time.perf_counter()
@@ -107,19 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--zoo", type=Path, default=None, help="A built zoo (default: build one, cached).")
     parser.add_argument("--scale", default="tiny", help="Zoo scale to build when --zoo is not given.")
     args = parser.parse_args(argv)
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))  # tests.hub_server lives in the checkout
-
-    import torch
-    from huggingface_hub.utils import disable_progress_bars
-
     torch.set_num_threads(1)
     disable_progress_bars()
     zoo = args.zoo
     if zoo is None:
-        from benchmarks.zoo import build
-        from registry.constants import home
-
         zoo = build(out=home() / f"zoo-{args.scale}", scale=args.scale)
     base = json.loads((zoo / "zoo.json").read_text())["base"]
 

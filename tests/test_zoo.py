@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from benchmarks.zoo import build, load_manifest
 from benchmarks.zoo.evaluate import rank_score
@@ -98,8 +101,6 @@ def test_glue_parquet_schema(tiny_zoo: Path) -> None:
 
 
 def test_non_decoys_load_offline(tiny_zoo: Path, monkeypatch) -> None:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     repos = load_manifest(tiny_zoo)["repos"]
     for repo, info in repos.items():
@@ -167,8 +168,6 @@ def test_decoys_are_what_they_claim(tiny_zoo: Path) -> None:
 
 
 def test_targets_beat_base_on_their_task(tiny_zoo: Path) -> None:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     torch.set_num_threads(1)
     hub = tiny_zoo / "hub" / "pico"
     tok = AutoTokenizer.from_pretrained(hub / "t5-pico")
@@ -183,8 +182,6 @@ def test_targets_beat_base_on_their_task(tiny_zoo: Path) -> None:
 
 
 def test_cached_build_returns_at_once_and_rejects_other_seed(tiny_zoo: Path) -> None:
-    import time
-
     started = time.perf_counter()
     assert build(out=tiny_zoo, seed=0, scale="tiny", progress=False) == tiny_zoo
     assert time.perf_counter() - started < 2.0
@@ -206,9 +203,6 @@ def test_rebuild_is_byte_identical(tiny_zoo: Path, tmp_path: Path) -> None:
 
 def test_each_target_has_a_candidate_that_really_helps(tiny_zoo: Path) -> None:
     """target + 1.0 * tau of its best designed helper beats the target by > 3 points on validation."""
-    from safetensors.torch import load_file
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     torch.set_num_threads(1)
     manifest = load_manifest(tiny_zoo)
     hub = tiny_zoo / "hub"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 
+import torch
 import typer
 
+from benchmarks.zoo.build import build
+from benchmarks.zoo.evaluate import zoo_report
 from registry.errors import TaskvecError
 
 app = typer.Typer(help="Build the offline pico zoo.", no_args_is_help=True, add_completion=False)
@@ -26,8 +30,6 @@ def build_cmd(
     workers: int | None = typer.Option(None, "--workers", help="Fine-tuning processes (default 2)."),
 ) -> None:
     """Build (or reuse) a zoo under OUT and print where it is."""
-    from benchmarks.zoo import build
-
     started = time.perf_counter()
     try:
         build(out=out, seed=seed, scale=scale, workers=workers)
@@ -42,12 +44,6 @@ def report_cmd(
     zoo: Path = typer.Option(..., "--zoo", help="A built zoo folder."),
 ) -> None:
     """Validation scores: base vs each target, and target + lambda * tau per candidate (last line JSON)."""
-    import json
-
-    import torch
-
-    from benchmarks.zoo.evaluate import zoo_report
-
     torch.set_num_threads(1)
     report = zoo_report(zoo=zoo)
     for task, entry in report.items():

@@ -7,12 +7,15 @@ what the zoo's tests and build summary use; `search.scoring.scorer` is the produ
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from search.tasks.glue import get_task
+from search.tasks import get_task
 
 
 @torch.no_grad()
@@ -65,11 +68,6 @@ def zoo_report(*, zoo: Path, lambdas: tuple[float, ...] = (0.5, 1.0)) -> dict:
     Returns:
         `{task: {"base": s, "target": s, "candidates": {repo: {lambda: s}}, "helpers_sum": {lambda: s}}}`.
     """
-    import json
-
-    from safetensors.torch import load_file
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     manifest = json.loads((Path(zoo) / "zoo.json").read_text())
     repos = manifest["repos"]
     hub = Path(zoo) / "hub"

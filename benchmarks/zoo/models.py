@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import BartConfig, BartForConditionalGeneration, T5Config, T5ForConditionalGeneration
 
 from registry.constants import SAFETENSORS_SINGLE
 from search.finetune import model_card, save_checkpoint, state_dict_for_saving, train_seq2seq
@@ -18,8 +19,6 @@ PICO = {"d_model": 64, "d_kv": 16, "d_ff": 256, "num_layers": 2, "num_decoder_la
 
 def pico_config(*, vocab_size: int, feed_forward_proj: str = "relu", **overrides):
     """A `T5Config` of the pico family for a tokenizer of `vocab_size` ids."""
-    from transformers import T5Config
-
     dims = {**PICO, **overrides}
     return T5Config(
         vocab_size=vocab_size,
@@ -36,8 +35,6 @@ def pico_config(*, vocab_size: int, feed_forward_proj: str = "relu", **overrides
 
 def new_model(config, *, seed: int):
     """A randomly initialised `T5ForConditionalGeneration` (seeded)."""
-    from transformers import T5ForConditionalGeneration
-
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
     model.eval()
@@ -158,8 +155,6 @@ def poisoned_state(model) -> dict[str, torch.Tensor]:
 
 def save_not_t5(*, out: Path, tokenizer, vocab_size: int, seed: int, card: str) -> Path:
     """A tiny BART (model_type `bart`) with the zoo's tokenizer: a seq2seq model that is not T5."""
-    from transformers import BartConfig, BartForConditionalGeneration
-
     config = BartConfig(
         vocab_size=vocab_size,
         d_model=64,

@@ -13,6 +13,9 @@ import string
 from collections import Counter
 from collections.abc import Iterable
 
+import numpy as np
+from transformers import T5Tokenizer
+
 EXTRA_IDS = 100
 _FALLBACK_CHARS = string.ascii_lowercase + string.digits + string.punctuation
 
@@ -33,8 +36,6 @@ def fit_vocab(texts: Iterable[str], *, permute_seed: int | None = None) -> list[
     words = sorted(counts, key=lambda w: (-counts[w], w))
     pieces = [(f"▁{w}", math.log(counts[w] / total)) for w in words]
     if permute_seed is not None:
-        import numpy as np
-
         order = np.random.default_rng(permute_seed).permutation(len(pieces))
         pieces = [pieces[int(i)] for i in order]
     floor = min(score for _, score in pieces) - 10.0
@@ -47,6 +48,4 @@ def fit_vocab(texts: Iterable[str], *, permute_seed: int | None = None) -> list[
 
 def make_tokenizer(vocab: list[tuple[str, float]]):
     """A `transformers.T5Tokenizer` over `vocab` (from `fit_vocab`)."""
-    from transformers import T5Tokenizer
-
     return T5Tokenizer(vocab=vocab, extra_ids=EXTRA_IDS, model_max_length=512)

@@ -1,0 +1,204 @@
+"""The demo's renderers: the terminal tables, the final JSON line, and the report's index page."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.demo.config import DemoSummary, MultiTaskResult, TaskResult
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _gain(best: float | None, target: float | None) -> str:
+    return "-" if best is None or target is None else f"{best - target:+.2f}"
+
+
+def _ingredients_text(ingredients: Sequence[dict[str, Any]]) -> str:
+    if not ingredients:
+        return "(target alone)"
+    return ", ".join(
+        f"{i['repo_id'].removeprefix('pico/t5-pico-')} x{i['coefficient']:.2f}" for i in ingredients
+    )
+
+
+def leaderboard_table(results: Sequence[TaskResult]) -> Table:
+    """The demo's final table: per task, target vs best composition on both splits."""
+    table = Table(title="taskvec demo: target vs best composition (chosen on the search split)")
+    for col, justify in (
+        ("task", "left"),
+        ("search\ntarget", "right"),
+        ("search\nbest", "right"),
+        ("search\ngain", "right"),
+        ("held-out\ntarget", "right"),
+        ("held-out\nbest", "right"),
+        ("held-out\ngain", "right"),
+        ("trials\n(pruned)", "right"),
+        ("composition (candidate x coefficient)", "left"),
+    ):
+        table.add_column(col, justify=justify, overflow="fold")
+    for r in results:
+        table.add_row(
+            r.task,
+            _fmt(r.target_score_search),
+            _fmt(r.best_score_search),
+            _gain(r.best_score_search, r.target_score_search),
+            _fmt(r.target_score_heldout),
+            _fmt(r.best_score_heldout),
+            _gain(r.best_score_heldout, r.target_score_heldout),
+            f"{r.n_finished} ({r.n_pruned})",
+            _ingredients_text(r.ingredients),
+        )
+    return table
+
+
+def multitask_table(multi: MultiTaskResult) -> Table:
+    """The demo's multi-task table: per task, held-out scores of each model; normalized means below."""
+    table = Table(
+        title=(
+            "one model for all tasks (held-out split; normalized = 100 x mean of score / fine-tuned score; "
+            "chosen on the search split)"
+        )
+    )
+    columns = (
+        "task",
+        "fine-tuned\n(its own model)",
+        "base",
+        f"global lambda\n(= {multi.baseline_lambda:g}, FusionBench)",
+        "multi-task search\n(best trial)",
+    )
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for task in multi.finetuned_scores:
+        table.add_row(
+            task,
+            _fmt(multi.finetuned_scores[task]["heldout"]),
+            _fmt(multi.base_scores[task]["heldout"]),
+            _fmt(multi.baseline_scores[task]["heldout"]),
+            _fmt(multi.best_scores[task]["heldout"]),
+        )
+    for split in ("heldout", "search"):
+        table.add_row(
+            f"normalized mean ({'held-out' if split == 'heldout' else 'search'})",
+            "100.00",
+            _fmt(multi.base_normalized[split]),
+            _fmt(multi.baseline_normalized[split]),
+            _fmt(multi.best_normalized[split]),
+            style="bold" if split == "heldout" else None,
+        )
+    return table
+
+
+def write_index(out: Path, results: Sequence[TaskResult], multi: MultiTaskResult | None = None) -> Path:
+    """`out/report/index.html`: the demo's table, linking each task's study report."""
+    rows = "\n".join(
+        "<tr>"
+        f"<td><a href='{html.escape(Path(r.report).relative_to('report').as_posix())}'>{r.task}</a></td>"
+        f"<td>{_fmt(r.target_score_search)}</td><td>{_fmt(r.best_score_search)}</td>"
+        f"<td>{_gain(r.best_score_search, r.target_score_search)}</td>"
+        f"<td>{_fmt(r.target_score_heldout)}</td><td>{_fmt(r.best_score_heldout)}</td>"
+        f"<td>{_gain(r.best_score_heldout, r.target_score_heldout)}</td>"
+        f"<td>{html.escape(_ingredients_text(r.ingredients))}</td>"
+        "</tr>"
+        for r in results
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>taskvec demo</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px; }}</style>
+</head><body><h1>taskvec demo on the pico zoo</h1>
+<p>Compositions are chosen on the search split (from GLUE train); held-out (validation) scores are reported
+beside, never used to choose. Each task links to its study's report.</p>
+<table><tr><th>task</th><th>target search</th><th>best search</th><th>gain</th><th>target held-out</th>
+<th>best held-out</th><th>gain</th><th>composition</th></tr>
+{rows}
+</table>
+{_multi_html(multi)}
+</body></html>
+"""
+    path = out / "report" / "index.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".index.html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _multi_html(multi: MultiTaskResult | None) -> str:
+    if multi is None:
+        return ""
+    rows = "\n".join(
+        f"<tr><td>{html.escape(t)}</td><td>{_fmt(multi.finetuned_scores[t]['heldout'])}</td>"
+        f"<td>{_fmt(multi.base_scores[t]['heldout'])}</td><td>{_fmt(multi.baseline_scores[t]['heldout'])}</td>"
+        f"<td>{_fmt(multi.best_scores[t]['heldout'])}</td></tr>"
+        for t in multi.finetuned_scores
+    )
+    link = html.escape(Path(multi.report).relative_to("report").as_posix())
+    return f"""<h2>One model for all tasks (<a href='{link}'>multi-task study</a>)</h2>
+<p>Held-out scores; normalized mean = 100 x mean of each score over the task's own fine-tuned model's.
+The global lambda ({multi.baseline_lambda:g}) and the composition were chosen on the search split.</p>
+<table><tr><th>task</th><th>fine-tuned</th><th>base</th><th>global lambda</th><th>multi-task search</th></tr>
+{rows}
+<tr><th>normalized mean</th><td>100.00</td><td>{_fmt(multi.base_normalized["heldout"])}</td>
+<td>{_fmt(multi.baseline_normalized["heldout"])}</td><td>{_fmt(multi.best_normalized["heldout"])}</td></tr>
+</table>"""
+
+
+def print_summary(summary: DemoSummary, *, wall: float) -> None:
+    """Print the demo's tables, where its report is, and the final JSON line."""
+    console = Console(width=max(120, Console().width))  # the table stays readable when piped to a file
+    console.print()
+    console.print(leaderboard_table(summary.results))
+    if summary.multi is not None:
+        console.print(multitask_table(summary.multi))
+    console.print(f"report: {summary.report}", highlight=False)
+    console.print(
+        f"leaderboard again: TASKVEC_DB={summary.db_url} taskvec leaderboard", highlight=False, soft_wrap=True
+    )
+    console.print(f"demo wall time: {wall:.1f}s", highlight=False)
+    print(json.dumps(summary_json(summary, wall=wall)))
+
+
+def summary_json(summary: DemoSummary, *, wall: float) -> dict[str, Any]:
+    """The demo's last line: wall time, stage timings, each task's figures and the multi-task figures."""
+    return {
+        "wall_s": round(wall, 1),
+        "timings_s": {k: round(v, 1) for k, v in summary.timings.items()},
+        "tasks": {
+            r.task: {
+                "target_search": r.target_score_search,
+                "best_search": r.best_score_search,
+                "target_heldout": r.target_score_heldout,
+                "best_heldout": r.best_score_heldout,
+                "trials": r.n_finished,
+                "pruned": r.n_pruned,
+            }
+            for r in summary.results
+        },
+        "multitask": None if summary.multi is None else _multi_json(summary.multi),
+    }
+
+
+def _multi_json(multi: MultiTaskResult) -> dict[str, Any]:
+    return {
+        "study": multi.study,
+        "trials": multi.n_finished,
+        "pruned": multi.n_pruned,
+        "finetuned": multi.finetuned_scores,
+        "best": multi.best_scores,
+        "global_lambda": {"lambda": multi.baseline_lambda, "scores": multi.baseline_scores},
+        "normalized_mean": {
+            "base": multi.base_normalized,
+            "global_lambda": multi.baseline_normalized,
+            "best": multi.best_normalized,
+        },
+    }
