@@ -21,10 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import save_file
 
 from registry.constants import CONFIG_NAME, MODEL_CARD, SAFETENSORS_SINGLE, T5_TIED_ALIASES
 from registry.errors import ModelError
 from search.errors import DataError
+from search.scoring.models import load_seq2seq
 from search.tasks.glue import TaskSpec, get_task
 
 SPLIT_FILE = "{split}-00000-of-00001.parquet"
@@ -173,8 +177,6 @@ def model_card(
     Returns:
         The card text (deterministic: no dates, no absolute paths).
     """
-    import yaml
-
     front: dict[str, object] = {}
     if base_model:
         front["base_model"] = base_model
@@ -224,8 +226,6 @@ def save_checkpoint(
     Returns:
         `out`.
     """
-    from safetensors.torch import save_file
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -323,8 +323,6 @@ def finetune(
         DataError: missing or malformed data, unknown task.
         ModelError: the base cannot be loaded.
     """
-    from search.scoring.models import load_seq2seq
-
     spec = get_task(task)
     frame = subsample(read_task_frame(data_dir=data_dir, task=task), max_train=max_train, seed=seed)
     pairs = task_pairs(spec, frame)
@@ -363,8 +361,6 @@ def _train_with_progress(model, tokenizer, pairs, *, steps, lr, batch_size, seed
     kwargs = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, max_length=512)
     if not progress:
         return train_seq2seq(model, tokenizer, pairs, **kwargs)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     with Progress(
         TextColumn("fine-tuning"),
         BarColumn(),

@@ -1,8 +1,8 @@
 """Search's tables on the registry's declarative `Base`: screenings and the leaderboard.
 
 Both tables are created by the Alembic migrations `alembic/versions/0002_search_tables.py` and
-`0003_multitask_leaderboard.py`; the ORM classes here must stay in step with them. JSON columns use SQLAlchemy's generic `JSON` so that the same
-schema runs on SQLite and PostgreSQL.
+`0003_multitask_leaderboard.py`; the ORM classes here must stay in step with them. JSON columns use
+SQLAlchemy's generic `JSON` so that the same schema runs on SQLite and PostgreSQL.
 
 The leaderboard is shaped for multi-task objectives from the start: `scores` maps task -> {search,
 heldout}, `objective` names how those scores were combined, `constraints` holds guard values and

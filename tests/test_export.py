@@ -1,7 +1,8 @@
-"""`taskvec merge` and `search.export.folder` end to end: real checkpoints, the real CLI, transformers reloading."""
+"""`taskvec merge` and `search.export` end to end: real checkpoints, the real CLI, transformers reloading."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -12,9 +13,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from registry.compat import shape_config
 from registry.errors import ModelError, TaskvecError
 from registry.pins import pin
-from search.export.folder import (
+from search.export import (
     Recipe,
     Ref,
     export_merged,
@@ -204,13 +206,51 @@ def test_merge_errors_are_one_line_and_write_nothing(tmp_path):
     assert (other / "notes.txt").read_text() == "keep"
 
 
+def _set_config(folder: Path, field: str, value: object) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config[field] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("tie_word_embeddings", False), ("relative_attention_max_distance", 64)]
+)
+def test_merge_refuses_what_the_registry_refuses(tmp_path, field, value):
+    """Merge checks the registry's shape fields: one line naming the field, for a target or an ingredient."""
+    base = make_base(tmp_path, "original")
+    target = make_finetune(base, tmp_path / "target", seed=1)
+    c1 = make_finetune(base, tmp_path / "c1", seed=2)
+    odd = make_finetune(base, tmp_path / "odd", seed=3)
+    for folder in (target, odd):
+        _set_config(folder, field, value)
+    base_shapes = shape_config(json.loads((base / "config.json").read_text()))
+    assert shape_config(json.loads((target / "config.json").read_text()))[field] != base_shapes[field]
+    good = make_finetune(base, tmp_path / "good", seed=4)
+    out = tmp_path / "out"
+    for kwargs in (dict(target=target, additions=[(c1, 1.0)]), dict(target=good, additions=[(odd, 1.0)])):
+        with pytest.raises(ModelError, match=f"does not match the base .*config {field}:") as info:
+            merge(
+                base=str(base),
+                target=str(kwargs["target"]),
+                additions=[(str(p), c) for p, c in kwargs["additions"]],
+                out=out,
+            )
+        assert "\n" not in str(info.value)
+        assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+    res = run_cli("merge", "--base", base, "--target", target, "--add", f"{c1}=1", "--out", out)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert re.search(f"does not match the base .*config {field}:", res.stderr), res.stderr
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_export_round_trip_scores_on_the_zoo(tiny_zoo, tmp_path):
     """A merged pico model, reloaded from its folder, scores exactly as the live composed model did."""
     from search.scoring.models import load_seq2seq
     from search.scoring.scorer import Scorer
     from search.tasks.data import load_split
-    from search.vectors.taskvector import Composer, TaskVector
+    from search.vectors import Composer, TaskVector
 
     hub = tiny_zoo / "hub" / "pico"
     base, target = hub / "t5-pico", hub / "t5-pico-sst2"

@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 
 import pytest
 
-from registry.db import dispose_engines
+from registry.db import dispose_engines, session_scope
 from search import leaderboard as lb
+from search.errors import SearchError
 from search.study import records
+from search.tables import LeaderboardRow
 
 
 def _row(study: str, number: int, score: float, *, task: str = "rte", target: float = 60.0) -> dict:
@@ -61,9 +64,6 @@ def test_upsert_is_idempotent_and_keeps_heldout(db_url):
     assert records.existing_trial_numbers(study="s1", db_url=db_url) == {0, 1, 2}
 
     # A held-out score written later survives a re-upsert of the same trial (e.g. the final sync pass).
-    from registry.db import session_scope
-    from search.tables import LeaderboardRow
-
     with session_scope(db_url) as session:
         row = session.query(LeaderboardRow).filter_by(study="s1", trial_number=2).one()
         row.score_heldout = 70.0
@@ -118,8 +118,6 @@ def test_csv_round_trip(db_url):
 
 
 def test_get_row_errors(db_url):
-    from search.errors import SearchError
-
     with pytest.raises(SearchError, match="no completed trial"):
         lb.get_row(study="nope", db_url=db_url)
     records.upsert_rows([_row("a", 0, 55.5)], db_url=db_url)
@@ -145,6 +143,4 @@ def test_cli_json_and_table(db_url):
 
 
 def _env() -> dict:
-    import os
-
     return dict(os.environ)

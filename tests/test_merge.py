@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from registry.errors import ModelError
+from search.vectors import CHUNK, Composer, TaskVector, merge_state
 from search.vectors.methods import get_method, methods
 from search.vectors.methods.dare import dare, mask_seed
 from search.vectors.methods.ties import trim
-from search.vectors.taskvector import CHUNK, Composer, TaskVector, merge_state
 
 
 def _ties(taus, coefs, density):

@@ -14,8 +14,11 @@ from registry.db import dispose_engines
 from registry.errors import TaskvecError
 from search import leaderboard as lb
 from search.export import export_trial
+from search.scoring.models import load_seq2seq
+from search.scoring.scorer import Scorer
+from search.study import SearchConfig, global_lambda_baseline, lambda_param, run_search, use_param
 from search.study.objectives import Control, combine, pareto_mask
-from search.study.run import SearchConfig, global_lambda_baseline, lambda_param, run_search, use_param
+from search.tasks.data import load_split
 
 BASE = "pico/t5-pico"
 TASKS = ("sst2", "mrpc")
@@ -48,10 +51,6 @@ def world(tiny_zoo, tmp_path_factory):
 
 
 def _scores(model_dir, task, *, zoo, split):
-    from search.scoring.models import load_seq2seq
-    from search.scoring.scorer import Scorer
-    from search.tasks.data import load_split
-
     model, tok = load_seq2seq(model_dir)
     size = SEARCH_SIZE if split == "search" else None
     return Scorer(model, tok, load_split(task, split=split, data_dir=zoo / "glue", size=size)).score().score

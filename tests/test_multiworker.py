@@ -20,6 +20,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from registry.db import dispose_engines
+from registry.sync import sync
+from search import leaderboard
+from search.screen.run import screen
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ENV = "TASKVEC_TEST_PG_URL"
 TASK = "sst2"
@@ -73,8 +78,6 @@ def pg_url():
     try:
         yield url
     finally:
-        from registry.db import dispose_engines
-
         dispose_engines()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -113,10 +116,6 @@ def _search_cmd(*, zoo: Path, url: str, study: str) -> list[str]:
 
 @pytest.mark.slow
 def test_two_workers_share_one_study(tiny_zoo: Path, pg_url: str, tmp_path: Path, monkeypatch) -> None:
-    from registry.sync import sync
-    from search import leaderboard
-    from search.screen.run import screen
-
     monkeypatch.setenv("TASKVEC_HOME", str(tmp_path / "home"))  # vector cache of this test only
     sync(base="pico/t5-pico", source=str(tiny_zoo / "hub"), db_url=pg_url, progress=False)
     screened = screen(

@@ -16,8 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from registry.db import dispose_engines, session_scope
+from search.cli.app import app
 from search.errors import SearchError
-from search.leaderboard import report as report
+from search.leaderboard import report
+from search.study import lambda_param, use_param
 from search.tables import LeaderboardRow
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -140,8 +142,6 @@ def test_importance_finds_the_coefficient_that_matters(study_env) -> None:
 
 def test_importance_is_over_effective_coefficients_of_a_taskvec_study() -> None:
     """`use:`/`lambda:` parameters become one coefficient per candidate (0 when left out)."""
-    from search.study.run import lambda_param, use_param
-
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=2))
     study.set_user_attr("taskvec", {"candidates": [{"repo_id": r} for r in REPOS]})
 
@@ -187,8 +187,6 @@ def test_study_without_completed_trials_is_an_error(tmp_path: Path) -> None:
 
 
 def test_report_command(study_env) -> None:
-    from search.cli.app import app
-
     out = study_env["tmp"] / "cli-report"
     result = CliRunner().invoke(
         app,

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from registry.errors import ModelError
-from search.errors import DataError
-from search.scoring.scorer import Scorer, encode_split, label_token_ids, length_batches
+from search.errors import DataError, SearchError
+from search.scoring.encoding import encode_split, label_token_ids, length_batches
+from search.scoring.scorer import Scorer
+from search.scoring.settings import ScorerSettings
 from search.tasks.data import Split, load_split
 from search.tasks.glue import get_task
 
@@ -205,6 +207,26 @@ def test_bf16_autocast_runs_and_stays_close():
     bf16 = Scorer(model, tok, split, autocast_dtype=torch.bfloat16).score()
     assert bf16.settings["autocast"] == "bfloat16" and fp32.settings["autocast"] is None
     np.testing.assert_allclose(bf16.margins, fp32.margins, atol=0.1)
+
+
+def test_scorer_rebuilt_from_stored_settings_scores_identically():
+    tok = make_tokenizer(label_words=True)
+    model = make_model(tok)
+    split = make_split("mrpc", 30)
+    first = Scorer(
+        model, tok, split, mode="rank", order_seed=3, max_input_length=16, autocast_dtype=torch.bfloat16
+    )
+    stored = ScorerSettings(**first.settings, split_seed=0, data="hub", search_size=len(split)).to_dict()
+    settings = ScorerSettings.from_dict(json.loads(json.dumps(stored)))
+    again = Scorer.from_settings(model, tok, split, settings)
+    assert again.settings == first.settings
+    a, b = first.score(prefix=20), again.score(prefix=20)
+    assert a.score == b.score and np.array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.margins, b.margins)
+    with pytest.raises(SearchError, match="autocast"):
+        ScorerSettings.from_dict({**stored, "autocast": "nope"}).scorer_kwargs()
+    with pytest.raises(SearchError, match="order_seed"):
+        ScorerSettings.from_dict({k: v for k, v in stored.items() if k != "order_seed"})
 
 
 def test_generate_mode_counts_non_label_outputs_as_wrong():

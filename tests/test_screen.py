@@ -81,7 +81,7 @@ def test_screening_score_is_reproducible_from_the_row(world, screened):
     from search.scoring.models import load_seq2seq
     from search.scoring.scorer import Scorer
     from search.tasks.data import load_split
-    from search.vectors.taskvector import TaskVector
+    from search.vectors import TaskVector
 
     best = screened[1][0]
     hub = world.zoo / "hub"
@@ -104,7 +104,7 @@ def test_harmful_lambdas_stop_the_grid(world):
     from search.scoring.models import load_seq2seq
     from search.scoring.scorer import Scorer
     from search.tasks.data import load_split
-    from search.vectors.taskvector import Composer, TaskVector
+    from search.vectors import Composer, TaskVector
 
     hub = world.zoo / "hub"
     model, tok = load_seq2seq(hub / "pico" / "t5-pico-sst2")
@@ -130,11 +130,11 @@ def test_helpful_for_ranks_by_gain_and_cli(world, screened):
     assert ranked and [r["gain"] for r in ranked] == sorted((r["gain"] for r in ranked), reverse=True)
     assert all(r["status"] == "compatible" for r in ranked)
     dispose_engines()
-    out = taskvec("registry", "list", "--helpful-for", "sst2", "--json", "--db", world.url, home=world.home)
+    out = taskvec("helpful", "--task", "sst2", "--json", "--db", world.url, home=world.home)
     assert out.returncode == 0, out.stderr
     listed = json.loads(out.stdout)
     assert [(r["repo_id"], r["gain"]) for r in listed] == [(r["repo_id"], r["gain"]) for r in ranked]
-    table = taskvec("registry", "list", "--helpful-for", "sst2", "--db", world.url, home=world.home)
+    table = taskvec("helpful", "--task", "sst2", "--db", world.url, home=world.home)
     assert ranked[0]["repo_id"] in table.stdout
 
 

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 import warnings
+from datetime import datetime, timedelta
 
 import optuna
 import pytest
 from search_world import SEARCH_SIZE, screened_sst2_copy
 
 from registry.db import dispose_engines
+from search.study import SearchConfig, fail_unbeaten_trials, open_storage
 
 N_TRIALS = 16
 
@@ -121,10 +123,6 @@ def test_ctrl_c_exits_130_with_completed_trials_saved(tiny_zoo, tmp_path, tmp_pa
 
 def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
     """Optuna's stale check skips trials that never beat; a resuming worker must not wait on one for ever."""
-    from datetime import datetime, timedelta
-
-    from search.study.run import SearchConfig, fail_unbeaten_trials, open_storage
-
     config = SearchConfig(task="sst2", target="t", storage=f"sqlite:///{tmp_path / 'o.db'}", grace_period=5)
     study = optuna.create_study(study_name="s", storage=open_storage(config), direction="maximize")
     dists = {"x": optuna.distributions.FloatDistribution(0, 1)}

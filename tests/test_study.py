@@ -14,19 +14,23 @@ from registry.db import dispose_engines
 from registry.errors import TaskvecError
 from search import leaderboard as lb
 from search.errors import SearchError
-from search.study.run import (
-    NestedPrefixScorer,
+from search.scoring import NestedPrefixScorer, prefix_sizes
+from search.scoring.models import load_seq2seq
+from search.scoring.scorer import Scorer
+from search.study import (
     SearchConfig,
+    StudyContext,
     coefficients_from_params,
     default_study_name,
     lambda_param,
     parse_duration,
-    prefix_sizes,
     run_search,
     select_candidates,
     use_param,
     warm_start_params,
 )
+from search.tasks.data import load_split
+from search.vectors import Composer, TaskVector
 
 TASK, TARGET = "sst2", "pico/t5-pico-sst2"
 
@@ -80,6 +84,85 @@ def test_options_and_names():
             replace(config, **bad).validate()
 
 
+def _first_version_attr():
+    """A study's `taskvec` attribute as the first version wrote it (one task; no tasks, objective, controls)."""
+    return {
+        "task": "rte",
+        "target": {"repo_id": "o/t5-rte", "revision": "a" * 40},
+        "base": {"repo_id": "o/t5", "revision": "b" * 40},
+        "candidates": [{"repo_id": "o/c", "revision": "c" * 40, "best_lambda": 0.5, "gain": 1.5}],
+        "method": "task_arithmetic",
+        "method_options": {},
+        "lambda_max": 1.5,
+        "scorer": {
+            "mode": "rank",
+            "order_seed": 0,
+            "max_input_length": 512,
+            "autocast": None,
+            "label_words": ["entailment", "not_entailment"],
+            "search_size": 200,
+            "split_seed": 0,
+            "data": "hub",
+        },
+        "split_fingerprints": {"search": "s" * 64, "heldout": "h" * 64},
+        "pruning": True,
+        "n_trials_asked": 100,
+        "study": "rte-t5-rte@aaaaaaaa-task_arithmetic-k16-tpe-123456",
+    }
+
+
+def test_old_study_contexts_read_as_one_task_studies():
+    old = _first_version_attr()
+    context = StudyContext.from_attr(old)
+    assert context.tasks == ("rte",) and context.objective == "score" and context.label == "rte"
+    assert context.controls == () and context.references == {} and context.repos == ["o/c"]
+    # Read back, it is what today's code stores for a one-task study: the old keys unchanged, and those
+    # added since with the values old studies meant.
+    stored = context.to_attr()
+    assert {k: v for k, v in stored.items() if k in old} == old
+    assert {k: stored[k] for k in set(stored) - set(old)} == {
+        "tasks": ["rte"],
+        "objective": "score",
+        "controls": [],
+    }
+    assert StudyContext.from_attr(stored) == context
+    with pytest.raises(SearchError, match="lacks"):
+        StudyContext.from_attr({k: v for k, v in old.items() if k != "candidates"})
+
+
+def test_multitask_context_round_trips():
+    attr = {
+        **_first_version_attr(),
+        "task": "rte,mrpc",
+        "tasks": ["rte", "mrpc"],
+        "objective": "normalized-mean",
+        "controls": [{"task": "cola", "max_drop": 1.0}],
+        "references": {
+            t: {"repo_id": f"o/t5-{t}", "revision": t[0] * 40, "score_search": 70.0, "score_heldout": 60.0}
+            for t in ("rte", "mrpc")
+        },
+        "candidates": [
+            {
+                "repo_id": "o/t5-rte",
+                "revision": "r" * 40,
+                "best_lambda": 1.0,
+                "gain": 0.0,
+                "role": "reference",
+                "task": "rte",
+            }
+        ],
+        "split_fingerprints": {
+            "search": "s" * 64,
+            "heldout": "h" * 64,
+            "tasks": {t: {"search": "x", "heldout": "y"} for t in ("rte", "mrpc")},
+            "controls": {"cola": {"search": "x", "heldout": "y"}},
+        },
+    }
+    context = StudyContext.from_attr(attr)
+    assert context.reference_scores("heldout") == {"rte": 60.0, "mrpc": 60.0}
+    assert context.to_attr() == attr
+
+
 # --- on the tiny zoo -----------------------------------------------------------------------------------
 
 
@@ -105,10 +188,6 @@ def world(tiny_zoo, tmp_path_factory):
 
 
 def test_nested_prefix_scorer_matches_plain_prefixes(world):
-    from search.scoring.models import load_seq2seq
-    from search.scoring.scorer import Scorer
-    from search.tasks.data import load_split
-
     model, tok = load_seq2seq(world.zoo / "hub" / TARGET)
     split = load_split(TASK, split="search", data_dir=world.zoo / "glue", size=SEARCH_SIZE)
     sizes = prefix_sizes(len(split), rungs=3, reduction_factor=3, pruning=True)
@@ -151,11 +230,6 @@ def test_search_fills_the_leaderboard(world, searched):
 @pytest.mark.slow
 def test_best_row_is_reproducible(world, searched):
     """Invariant 1: rebuilding the best row's composition gives its search and held-out scores."""
-    from search.scoring.models import load_seq2seq
-    from search.scoring.scorer import Scorer
-    from search.tasks.data import load_split
-    from search.vectors.taskvector import Composer, TaskVector
-
     best = lb.study_best(study=searched.study_name, db_url=world.url)
     hub = world.zoo / "hub"
     model, tok = load_seq2seq(hub / best["target_repo"])
@@ -194,10 +268,6 @@ def test_pruning_lowers_examples_scored(world, searched):
 
 @pytest.mark.slow
 def test_export_cli_rebuilds_the_best_row(world, searched, tmp_path):
-    from search.scoring.models import load_seq2seq
-    from search.scoring.scorer import Scorer
-    from search.tasks.data import load_split
-
     dispose_engines()
     out = taskvec(
         "export",

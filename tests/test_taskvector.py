@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from registry.errors import ModelError
-from search.vectors.taskvector import (
+from search.vectors import (
     Composer,
     TaskVector,
     analogy,

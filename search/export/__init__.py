@@ -1,15 +1,8 @@
 """Export: merged model folders with their recipe, rebuilt from a recipe or a leaderboard row."""
 
-from search.export.folder import (
-    Ingredient,
-    Recipe,
-    Ref,
-    export_merged,
-    merge,
-    parse_addition,
-    parse_options,
-    reproduce,
-)
+from search.export.card import mergekit_yaml, model_card
+from search.export.folder import export_merged, merge, reproduce
+from search.export.recipe import Ingredient, Recipe, Ref, parse_addition, parse_options
 from search.export.trial import export_trial, recipe_for
 
 __all__ = [
@@ -19,6 +12,8 @@ __all__ = [
     "export_merged",
     "export_trial",
     "merge",
+    "mergekit_yaml",
+    "model_card",
     "parse_addition",
     "parse_options",
     "recipe_for",

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from search.export.folder import Recipe, export_merged
-from search.leaderboard.rows import get_row
+from search.export.folder import export_merged
+from search.export.recipe import Recipe
+from search.leaderboard.queries import get_row
 
 
-def recipe_for(row: dict[str, Any]):
+def recipe_for(row: dict[str, Any]) -> Recipe:
     """The export module's `Recipe` that rebuilds a row's composition."""
     return Recipe.model_validate(
         {

@@ -1,6 +1,6 @@
 """A study's report: PNG plots and one `index.html` a user opens in the morning.
 
-Three plots, drawn with matplotlib's Agg canvas (no display, no global pyplot state):
+Three plots (drawn in `search.leaderboard.plots`):
 - `history.png`: every completed trial's search score by trial number, the running best, the target.
 - `importance.png`: how much each candidate's effective coefficient (0 when left out) matters: Optuna's
   fANOVA (seeded) when the study has enough completed trials, else |Spearman correlation| with the score,
@@ -31,10 +31,25 @@ from typing import Any
 
 import numpy as np
 import optuna
-from matplotlib.figure import Figure
+from optuna.distributions import FloatDistribution
 
+from registry.db import redact_url
 from search.errors import SearchError
-from search.study.run import coefficients_from_params, trial_feasible, trial_value
+from search.leaderboard.plots import (
+    coefficients_figure,
+    history_figure,
+    importance_figure,
+    pareto_figure,
+    save_figure,
+)
+from search.study import (
+    STUDY_ATTR,
+    coefficients_from_params,
+    default_storage,
+    trial_feasible,
+    trial_value,
+)
+from search.study.records import query
 
 # fANOVA fits a random forest on the trials: below this many it mostly reports noise.
 MIN_TRIALS_FOR_FANOVA = 8
@@ -55,25 +70,6 @@ class Importance:
     method: str
 
 
-def default_storage_url() -> str:
-    """The Optuna storage used when none is given: the search module's default, else beside the DB.
-
-    Returns:
-        A SQLAlchemy URL for Optuna's RDB storage.
-    """
-    try:
-        from search.study import run as study_mod
-
-        fn = getattr(study_mod, "default_storage", None) or getattr(study_mod, "default_storage_url", None)
-        if callable(fn):
-            return fn()
-    except ImportError:  # the report also works on a study written by another version of taskvec
-        pass
-    from registry.constants import home
-
-    return f"sqlite:///{home() / 'optuna.db'}"
-
-
 def load_study(*, study: str, storage: str | None) -> optuna.Study:
     """Open an existing study by name.
 
@@ -87,16 +83,16 @@ def load_study(*, study: str, storage: str | None) -> optuna.Study:
     Raises:
         SearchError: the storage cannot be reached or holds no study of that name.
     """
-    url = storage or default_storage_url()
+    url = storage or default_storage()
     try:
         names = optuna.study.get_all_study_names(storage=url)
     except Exception as exc:  # any driver error: the user needs the URL and the reason, not a traceback
         raise SearchError(
-            f"cannot open Optuna storage {_safe_url(url)}: {type(exc).__name__}: {exc}"
+            f"cannot open Optuna storage {redact_url(url)}: {type(exc).__name__}: {exc}"
         ) from exc
     if study not in names:
         known = ", ".join(sorted(names)[:10]) or "none"
-        raise SearchError(f"no study named {study!r} in {_safe_url(url)} (studies there: {known})")
+        raise SearchError(f"no study named {study!r} in {redact_url(url)} (studies there: {known})")
     return optuna.load_study(study_name=study, storage=url)
 
 
@@ -121,7 +117,7 @@ def coefficient_table(
     Returns:
         name -> one value per trial, in the order of `trials`.
     """
-    meta = study.user_attrs.get("taskvec") or {}
+    meta = study.user_attrs.get(STUDY_ATTR) or {}
     repos = [c["repo_id"] for c in meta.get("candidates") or []]
     if repos:
         rows = [coefficients_from_params(t.params, repos) for t in trials]
@@ -156,8 +152,6 @@ def _fanova(
     table: dict[str, list[float]], values: list[float], *, direction: optuna.study.StudyDirection
 ) -> dict[str, float]:
     """fANOVA importances of the table's columns, through a throwaway in-memory study."""
-    from optuna.distributions import FloatDistribution
-
     dists = {n: FloatDistribution(min(v), max(v)) for n, v in table.items()}
     shadow = optuna.create_study(direction=direction)
     shadow.add_trials(
@@ -204,13 +198,6 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _leaderboard_rows(*, study: str, db_url: str | None) -> list[dict[str, Any]]:
-    """The study's leaderboard rows, best first (empty when the leaderboard has none)."""
-    from search.study import records as leaderboard
-
-    return leaderboard.query(db_url=db_url, study=study)
-
-
 def write_report(*, study: str, storage: str | None, db_url: str | None, out: Path) -> Path:
     """Write the study's plots and `index.html` into `out`.
 
@@ -230,21 +217,23 @@ def write_report(*, study: str, storage: str | None, db_url: str | None, out: Pa
     trials = completed_trials(loaded)
     if not trials:
         raise SearchError(f"study {study!r} has no completed trial yet: nothing to report")
-    rows = _leaderboard_rows(study=study, db_url=db_url)
+    rows = query(db_url=db_url, study=study)
     out.mkdir(parents=True, exist_ok=True)
 
     importance = param_importances(loaded)
     target = _target_scores(rows)
     maximize = loaded.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    _save_figure(
-        _history_figure(trials, study=study, target_search=target[0], maximize=maximize),
+    save_figure(
+        history_figure(trials, study=study, target_search=target[0], maximize=maximize),
         out / "history.png",
     )
-    _save_figure(_importance_figure(importance, study=study), out / "importance.png")
-    _save_figure(_coefficients_figure(rows, study=study, target_search=target[0]), out / "coefficients.png")
+    save_figure(
+        importance_figure(importance.values, method=importance.method, study=study), out / "importance.png"
+    )
+    save_figure(coefficients_figure(rows, study=study, target_search=target[0]), out / "coefficients.png")
     plots = list(PLOT_FILES)
     if len(loaded.directions) > 1:
-        _save_figure(_pareto_figure(rows, study=study), out / "pareto.png")
+        save_figure(pareto_figure(rows, study=study), out / "pareto.png")
         plots.append("pareto.png")
 
     page = _html_page(
@@ -270,141 +259,6 @@ def _target_scores(rows: Sequence[dict[str, Any]]) -> tuple[float | None, float 
         (r.get("target_score_heldout") for r in rows if r.get("target_score_heldout") is not None), None
     )
     return search, heldout
-
-
-def _history_figure(
-    trials: Sequence[optuna.trial.FrozenTrial], *, study: str, target_search: float | None, maximize: bool
-) -> Figure:
-    fig = Figure(figsize=(7, 4), dpi=100)
-    ax = fig.add_subplot()
-    ok = [t for t in trials if trial_feasible(t)]
-    bad = [t for t in trials if not trial_feasible(t)]
-    ax.scatter(
-        [t.number for t in ok], [trial_value(t) for t in ok], s=14, alpha=0.7, label="trial (search split)"
-    )
-    if bad:
-        ax.scatter(
-            [t.number for t in bad],
-            [trial_value(t) for t in bad],
-            s=18,
-            marker="x",
-            color="C3",
-            label="failed a control guard",
-        )
-    if ok:
-        values = [trial_value(t) for t in ok]
-        running = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
-        ax.step([t.number for t in ok], running, where="post", color="C1", label="best so far")
-    if target_search is not None:
-        ax.axhline(target_search, color="C2", linestyle="--", label=f"target ({target_search:.1f})")
-    ax.set_xlabel("trial number")
-    ax.set_ylabel("score on the search split")
-    ax.set_title(f"Optimisation history: {study}")
-    ax.legend(loc="lower right", fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def _importance_figure(importance: Importance, *, study: str) -> Figure:
-    items = list(importance.values.items())[:20]
-    fig = Figure(figsize=(7, max(2.5, 0.35 * len(items) + 1.2)), dpi=100)
-    ax = fig.add_subplot()
-    label = "fANOVA importance" if importance.method == "fanova" else "|Spearman rho| with the score"
-    if items:
-        names = [_short(n) for n, _ in items][::-1]
-        ax.barh(names, [v for _, v in items][::-1], color="C0")
-        ax.set_xlabel(label)
-    else:
-        ax.text(0.5, 0.5, "too few trials to estimate importance", ha="center", va="center")
-        ax.set_axis_off()
-    ax.set_title(f"Coefficient importance: {study} ({importance.method})")
-    fig.tight_layout()
-    return fig
-
-
-def _coefficients_figure(
-    rows: Sequence[dict[str, Any]], *, study: str, target_search: float | None
-) -> Figure:
-    complete = [r for r in rows if r.get("score_search") is not None]
-    repos = sorted({ing["repo_id"] for r in complete for ing in r.get("ingredients") or []})
-    n = max(1, len(repos))
-    cols = min(3, n)
-    nrows = math.ceil(n / cols)
-    fig = Figure(figsize=(4 * cols, 3 * nrows + 0.6), dpi=100)
-    if not repos:
-        ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "no leaderboard rows with ingredients", ha="center", va="center")
-        ax.set_axis_off()
-        return fig
-    for i, repo in enumerate(repos):
-        ax = fig.add_subplot(nrows, cols, i + 1)
-        coef = [_coefficient(r, repo) for r in complete]
-        score = [float(r["score_search"]) for r in complete]
-        inc = [c is not None for c in coef]
-        ax.scatter(
-            [c for c, k in zip(coef, inc, strict=True) if k],
-            [s for s, k in zip(score, inc, strict=True) if k],
-            s=14,
-            color="C0",
-            label="included",
-        )
-        excluded = [s for s, k in zip(score, inc, strict=True) if not k]
-        if excluded:
-            ax.scatter([0.0] * len(excluded), excluded, s=14, color="0.6", marker="x", label="excluded")
-        if target_search is not None:
-            ax.axhline(target_search, color="C2", linestyle="--", linewidth=1)
-        ax.set_title(_short(repo), fontsize="small")
-        ax.set_xlabel("coefficient", fontsize="small")
-        ax.set_ylabel("search score", fontsize="small")
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"Per-candidate coefficient vs score: {study}")
-    fig.tight_layout()
-    return fig
-
-
-def _pareto_figure(rows: Sequence[dict[str, Any]], *, study: str) -> Figure:
-    """Every pair of tasks as a 2-D projection of the feasible rows' search scores, the front highlighted."""
-    feasible = [r for r in rows if r.get("feasible", True) and r.get("scores")]
-    tasks = sorted(feasible[0]["scores"]) if feasible else []
-    pairs = [(a, b) for i, a in enumerate(tasks) for b in tasks[i + 1 :]]
-    cols = min(3, max(1, len(pairs)))
-    nrows = max(1, math.ceil(len(pairs) / cols))
-    fig = Figure(figsize=(max(6, 4 * cols), 3.6 * nrows + 0.6), dpi=100)
-    if not pairs:
-        ax = fig.add_subplot()
-        ax.text(0.5, 0.5, "a Pareto front needs at least two tasks", ha="center", va="center")
-        ax.set_axis_off()
-        return fig
-    for k, (a, b) in enumerate(pairs):
-        ax = fig.add_subplot(nrows, cols, k + 1)
-        for on_front, style in ((False, dict(color="0.6", s=12)), (True, dict(color="C3", s=22))):
-            pts = [r for r in feasible if bool(r.get("pareto")) == on_front]
-            ax.scatter(
-                [r["scores"][a]["search"] for r in pts],
-                [r["scores"][b]["search"] for r in pts],
-                label="Pareto-optimal (all tasks)" if on_front else "other trials",
-                **style,
-            )
-        ax.set_xlabel(f"{a} (search)", fontsize="small")
-        ax.set_ylabel(f"{b} (search)", fontsize="small")
-        ax.grid(alpha=0.3)
-        if k == 0:
-            ax.legend(fontsize="x-small")
-    fig.suptitle(f"Pareto front, 2-D projections: {study}", fontsize="small")
-    fig.tight_layout()
-    return fig
-
-
-def _coefficient(row: dict[str, Any], repo: str) -> float | None:
-    for ing in row.get("ingredients") or []:
-        if ing["repo_id"] == repo:
-            return float(ing["coefficient"])
-    return None
-
-
-def _short(name: str, width: int = 40) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
 def _fmt(value: float | None) -> str:
@@ -483,18 +337,6 @@ Importance method: {esc(importance.method)}.</p>
 """
 
 
-def _save_figure(fig: Figure, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
@@ -505,13 +347,3 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _safe_url(url: str) -> str:
-    """The URL with any password masked, for error messages."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy understands: show it as given
-        return url

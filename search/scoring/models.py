@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from registry.constants import CONFIG_NAME
 from registry.errors import ModelError
@@ -23,8 +24,6 @@ def load_seq2seq(
     Raises:
         ModelError: if the folder is missing, its config is malformed, or it is not a T5 model.
     """
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     folder = resolve_model_dir(path_or_repo, revision=revision)
     config_path = folder / CONFIG_NAME
     try:

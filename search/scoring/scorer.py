@@ -19,21 +19,19 @@ nested: the examples of a small budget are always among those of a larger one (m
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
 
-from registry.errors import ModelError
 from search.errors import DataError
+from search.scoring.encoding import DEFAULT_MAX_INPUT_LENGTH, encode_split, label_token_ids, length_batches
+from search.scoring.settings import ScorerSettings
 from search.tasks.data import Split
-from search.tasks.glue import INVALID_LABEL, TaskSpec, get_task
+from search.tasks.glue import INVALID_LABEL, get_task
 
 Mode = Literal["rank", "generate"]
 
@@ -43,8 +41,6 @@ CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 65536
 CPU_MAX_BATCH = 128
 GPU_MAX_BATCH = 1024
-DEFAULT_MAX_INPUT_LENGTH = 512
-_CACHE_SIZE = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,117 +87,6 @@ class ScoreResult:
             "fingerprint": self.fingerprint,
             "settings": dict(self.settings),
         }
-
-
-@dataclass(frozen=True, eq=False)
-class _Encoded:
-    """A split's inputs tokenized once: right-padded ids (n, max_len) and the true lengths."""
-
-    ids: np.ndarray
-    lengths: np.ndarray
-
-
-_ENCODED: OrderedDict[tuple[str, str, int], _Encoded] = OrderedDict()
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """sha256 of what decides a tokenization: the class, the vocabulary and the special tokens.
-
-    Args:
-        tokenizer: a transformers tokenizer.
-
-    Returns:
-        A hex digest (cached on the tokenizer object).
-    """
-    cached = getattr(tokenizer, "_taskvec_fingerprint", None)
-    if cached is not None:
-        return cached
-    payload = {
-        "class": type(tokenizer).__name__,
-        "vocab": sorted(tokenizer.get_vocab().items()),
-        "special": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
-    }
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    with contextlib.suppress(AttributeError):  # some tokenizers forbid new attributes; then recompute
-        tokenizer._taskvec_fingerprint = digest
-    return digest
-
-
-def encode_split(split: Split, tokenizer, *, max_length: int = DEFAULT_MAX_INPUT_LENGTH) -> _Encoded:
-    """Tokenize a split's prompts once; cached by (split fingerprint, tokenizer fingerprint, max_length).
-
-    Args:
-        split: the examples.
-        tokenizer: the model's tokenizer.
-        max_length: inputs are truncated to this many tokens (EOS kept), as in T5.
-
-    Returns:
-        Right-padded input ids and lengths, in split order.
-    """
-    key = (split.fingerprint, tokenizer_fingerprint(tokenizer), max_length)
-    hit = _ENCODED.get(key)
-    if hit is not None:
-        _ENCODED.move_to_end(key)
-        return hit
-    spec = get_task(split.task)
-    texts = [spec.format_input(row) for row in split.examples.to_dict("records")]
-    batch = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
-    lengths = np.fromiter((len(x) for x in batch), dtype=np.int64, count=len(batch))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = np.full((len(batch), int(lengths.max(initial=1))), pad, dtype=np.int64)
-    for i, row in enumerate(batch):
-        ids[i, : len(row)] = row
-    encoded = _Encoded(ids=ids, lengths=lengths)
-    _ENCODED[key] = encoded
-    while len(_ENCODED) > _CACHE_SIZE:
-        _ENCODED.popitem(last=False)
-    return encoded
-
-
-def label_token_ids(spec: TaskSpec, tokenizer) -> list[list[int]]:
-    """Token ids of each label word (in `spec.label_ids` order), each ending with EOS.
-
-    Raises:
-        ModelError: if a label word tokenizes to nothing or to the unknown token.
-    """
-    eos = tokenizer.eos_token_id
-    out = []
-    for label in spec.label_ids:
-        word = spec.label_words[label]
-        ids = list(tokenizer(word, add_special_tokens=True)["input_ids"])
-        if eos is not None and (not ids or ids[-1] != eos):
-            ids.append(eos)
-        body = ids[:-1] if eos is not None else ids
-        unk = tokenizer.unk_token_id
-        if not body or (unk is not None and unk in body):
-            raise ModelError(
-                f"{getattr(tokenizer, 'name_or_path', 'tokenizer')}: label word {word!r} of task "
-                f"{spec.name} does not tokenize (got ids {ids})"
-            )
-        out.append(ids)
-    return out
-
-
-def length_batches(lengths: np.ndarray, *, batch_tokens: int, max_batch: int) -> list[np.ndarray]:
-    """Group example indices into batches sorted by length, each under a padded-token budget.
-
-    Args:
-        lengths: token count of each example.
-        batch_tokens: max of batch size x longest length in the batch.
-        max_batch: max examples per batch.
-
-    Returns:
-        Index arrays into `lengths`, longest examples first (a too-long example gets a batch of one).
-    """
-    order = np.argsort(-lengths, kind="stable")
-    batches = []
-    start = 0
-    while start < len(order):
-        longest = int(lengths[order[start]])
-        size = max(1, min(max_batch, batch_tokens // max(longest, 1)))
-        batches.append(order[start : start + size])
-        start += size
-    return batches
 
 
 class Scorer:
@@ -270,6 +155,34 @@ class Scorer:
         self._batches: dict[int, list[np.ndarray]] = {}
         self._prepare_label_tensors()
 
+    @classmethod
+    def from_settings(
+        cls,
+        model,
+        tokenizer,
+        split: Split,
+        settings: ScorerSettings,
+        *,
+        batch_tokens: int | None = None,
+        max_batch: int | None = None,
+    ) -> Scorer:
+        """A scorer that scores as the one whose stored `settings` these are (a row being rebuilt).
+
+        Mode, order seed, truncation and autocast come from the settings; batching is left to the device
+        (it does not change a score). The split is the caller's: the settings say which data it came from.
+
+        Raises:
+            SearchError: for stored settings naming an unknown autocast dtype.
+        """
+        return cls(
+            model,
+            tokenizer,
+            split,
+            batch_tokens=batch_tokens,
+            max_batch=max_batch,
+            **settings.scorer_kwargs(),
+        )
+
     def _prepare_label_tensors(self) -> None:
         seqs = self._label_seqs
         width = max(len(s) for s in seqs)
@@ -329,9 +242,6 @@ class Scorer:
         encoder states, the costly part) is then repeated per label and all label continuations run in
         one batched decoder pass with teacher forcing. Log-probabilities are over the full vocabulary.
         """
-        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-        from transformers.modeling_outputs import BaseModelOutput
-
         n_labels, width = self._dec_in.shape
         batch = ids.shape[0]
         device = ids.device
@@ -435,60 +345,3 @@ class Scorer:
             positions=self.order[:n].copy(),
             settings=self.settings,
         )
-
-
-def iter_tasks(task: str) -> Iterator[str]:
-    """`all` -> the four GLUE targets in the paper's order; a single task name otherwise."""
-    from search.tasks.glue import GLUE_TASKS
-
-    yield from (GLUE_TASKS if task == "all" else (task,))
-
-
-def evaluate(
-    *,
-    model: str | Path,
-    tasks: Sequence[str],
-    split: Literal["search", "heldout"] = "heldout",
-    mode: Mode = "rank",
-    data_dir: Path | None = None,
-    size: int | None = None,
-    seed: int = 0,
-    revision: str | None = None,
-    progress: bool = False,
-) -> list[ScoreResult]:
-    """Load a model once and score it on each task (the `taskvec eval` command).
-
-    Args:
-        model: model folder or Hub repo id.
-        tasks: task names.
-        split: `heldout` (validation, default) or `search`.
-        mode: `rank` or `generate`.
-        data_dir: local GLUE parquet folder; None loads from the Hub.
-        size: split size (see `search.tasks.data.load_split`).
-        seed: seed of the search split.
-        revision: Hub revision of the model.
-        progress: show a rich progress bar over tasks.
-
-    Returns:
-        One result per task, in order.
-
-    Raises:
-        DataError, ModelError: unreadable data or model (one line each).
-    """
-    from rich.progress import Progress
-
-    from search.scoring.models import load_seq2seq
-    from search.tasks.data import load_split
-
-    for t in tasks:
-        get_task(t)  # fail on a typo before loading anything
-    net, tok = load_seq2seq(model, revision=revision)
-    results = []
-    with Progress(transient=True, disable=not progress) as bar:
-        job = bar.add_task("scoring", total=len(tasks))
-        for t in tasks:
-            bar.update(job, description=f"scoring {t} ({split}, {mode})")
-            data = load_split(t, split=split, data_dir=data_dir, size=size, seed=seed)
-            results.append(Scorer(net, tok, data, mode=mode).score())
-            bar.advance(job)
-    return results

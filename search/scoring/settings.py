@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from search.errors import SearchError
 
 HUB_DATA = "hub"
@@ -45,6 +47,29 @@ class ScorerSettings:
     def data_dir(self) -> Path | None:
         """The local GLUE folder, or None for the Hub."""
         return None if self.data in (None, HUB_DATA) else Path(self.data)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype as torch's (`bfloat16` -> `torch.bfloat16`), or None.
+
+        Raises:
+            SearchError: for a name that is not a torch floating-point dtype.
+        """
+        if self.autocast is None:
+            return None
+        dtype = getattr(torch, self.autocast, None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise SearchError(f"scorer settings: autocast {self.autocast!r} is not a torch float dtype")
+        return dtype
+
+    def scorer_kwargs(self) -> dict[str, Any]:
+        """The `Scorer` keyword arguments these settings fix (see `Scorer.from_settings`)."""
+        return {
+            "mode": self.mode,
+            "order_seed": self.order_seed,
+            "max_input_length": self.max_input_length,
+            "autocast_dtype": self.autocast_dtype,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form (keys of unused options left out, as rows always stored them)."""

@@ -18,15 +18,17 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from registry.pins import compatible_candidates, located, resolve_target
+from registry.pins import Pinned, Resolved, compatible_candidates, located, resolve_target
 from search.errors import SearchError
 from search.scoring.models import load_seq2seq
 from search.scoring.scorer import Scorer
+from search.scoring.settings import ScorerSettings
 from search.screen.store import already_screened, save_screening, screened_candidates
 from search.tables import worker_id
-from search.tasks.data import load_split
+from search.tasks.data import Split, load_split
 from search.tasks.glue import get_task
 from search.vectors.compose import open_composer
+from search.vectors.composer import Composer
 
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.3)
 HARM_MARGIN = 5.0
@@ -53,7 +55,12 @@ def is_clearly_harmful(score: float, *, target_score: float, best_score: float, 
 
 
 def screen_lambdas(
-    scorer, composer, *, lambdas: Sequence[float], target_score: float, harm_margin: float = HARM_MARGIN
+    scorer: Scorer,
+    composer: Composer,
+    *,
+    lambdas: Sequence[float],
+    target_score: float,
+    harm_margin: float = HARM_MARGIN,
 ) -> list[dict[str, Any]]:
     """Score the single-vector composition at each lambda (ascending), stopping on clear harm.
 
@@ -78,6 +85,114 @@ def screen_lambdas(
             break
     composer.apply([0.0])
     return tried
+
+
+def _check_grid(task: str, lambdas: Sequence[float]) -> None:
+    get_task(task)
+    if not lambdas:
+        raise SearchError("no lambdas to screen")
+    if any(lam <= 0 for lam in lambdas):
+        raise SearchError(f"lambdas must be positive, got {list(lambdas)}")
+
+
+def _candidates(target: str, *, db_url: str | None) -> tuple[Resolved, list[Pinned]]:
+    """The target pinned with its base, and the base's compatible candidates in the registry."""
+    resolved = resolve_target(target, db_url=db_url)
+    candidates = compatible_candidates(resolved, db_url=db_url)
+    if not candidates:
+        raise SearchError(
+            f"no compatible candidates for base {resolved.base.repo_id} in the registry: "
+            "run `taskvec registry sync` first"
+        )
+    return resolved, candidates
+
+
+def _screening_row(
+    *,
+    task: str,
+    resolved: Resolved,
+    candidate: Pinned,
+    tried: list[dict[str, Any]],
+    target_score: float,
+    split: Split,
+    settings: dict[str, Any],
+    worker: str,
+) -> dict[str, Any]:
+    """The stored screening of one candidate: its grid, best lambda and gain, and how it was scored."""
+    best = max(tried, key=lambda r: (r["score"], -r["lambda"]))
+    return {
+        "task": task,
+        "target_repo": resolved.target.repo_id,
+        "target_revision": resolved.target.revision,
+        "candidate_repo": candidate.repo_id,
+        "candidate_revision": candidate.revision,
+        "base_repo": resolved.base.repo_id,
+        "base_revision": resolved.base.revision,
+        "lambdas": tried,
+        "best_lambda": best["lambda"],
+        "best_score": best["score"],
+        "target_score": target_score,
+        "gain": best["score"] - target_score,
+        "split_fingerprint": split.fingerprint,
+        "scorer": settings,
+        "worker": worker,
+    }
+
+
+def _screen_todo(
+    todo: Sequence[Pinned],
+    *,
+    task: str,
+    resolved: Resolved,
+    split: Split,
+    mode: str,
+    lambdas: Sequence[float],
+    harm_margin: float,
+    split_seed: int,
+    data_dir: Path | None,
+    vector_cache: Path | None,
+    db_url: str | None,
+    progress: bool,
+) -> None:
+    """Score the target once, then each candidate over the grid, committing each row as it is scored."""
+    model, tokenizer = load_seq2seq(resolved.target.path)
+    scorer = Scorer(model, tokenizer, split, mode=mode)
+    target_score = float(scorer.score().score)
+    settings = ScorerSettings(
+        **scorer.settings,
+        split_seed=split_seed,
+        data=ScorerSettings.data_name(data_dir),
+        search_size=len(split),
+        harm_margin=harm_margin,
+    ).to_dict()
+    worker = worker_id()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        job = bar.add_task(f"screen {task}", total=len(todo))
+        for cand in todo:
+            bar.update(job, description=f"screen {task}: {cand.repo_id}")
+            composer = open_composer(
+                model,
+                target=resolved.target.path,
+                base=resolved.base,
+                ingredients=[located(cand)],
+                cache_dir=vector_cache,
+            )
+            tried = screen_lambdas(
+                scorer, composer, lambdas=lambdas, target_score=target_score, harm_margin=harm_margin
+            )
+            row = _screening_row(
+                task=task,
+                resolved=resolved,
+                candidate=cand,
+                tried=tried,
+                target_score=target_score,
+                split=split,
+                settings=settings,
+                worker=worker,
+            )
+            save_screening(row, db_url=db_url)
+            bar.advance(job)
 
 
 def screen(
@@ -118,18 +233,8 @@ def screen(
         SearchError: unknown task, empty registry, a target not compatible with its base, no candidates.
         DataError, ModelError, RegistryError: unreadable data or models (one line each).
     """
-    get_task(task)
-    if not lambdas:
-        raise SearchError("no lambdas to screen")
-    if any(lam <= 0 for lam in lambdas):
-        raise SearchError(f"lambdas must be positive, got {list(lambdas)}")
-    resolved = resolve_target(target, db_url=db_url)
-    candidates = compatible_candidates(resolved, db_url=db_url)
-    if not candidates:
-        raise SearchError(
-            f"no compatible candidates for base {resolved.base.repo_id} in the registry: "
-            "run `taskvec registry sync` first"
-        )
+    _check_grid(task, lambdas)
+    resolved, candidates = _candidates(target, db_url=db_url)
     split = load_split(task, split="search", data_dir=data_dir, size=search_size, seed=split_seed)
     done = already_screened(
         task=task, target_revision=resolved.target.revision, fingerprint=split.fingerprint, db_url=db_url
@@ -138,54 +243,20 @@ def screen(
     if limit is not None:
         todo = todo[: max(0, limit)]
     if todo:
-        model, tokenizer = load_seq2seq(resolved.target.path)
-        scorer = Scorer(model, tokenizer, split, mode=mode)
-        target_score = float(scorer.score().score)
-        settings = {
-            **scorer.settings,
-            "search_size": len(split),
-            "split_seed": split_seed,
-            "data": str(data_dir) if data_dir is not None else "hub",
-            "harm_margin": harm_margin,
-        }
-        worker = worker_id()
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, disable=not progress, transient=False) as bar:
-            job = bar.add_task(f"screen {task}", total=len(todo))
-            for cand in todo:
-                bar.update(job, description=f"screen {task}: {cand.repo_id}")
-                composer = open_composer(
-                    model,
-                    target=resolved.target.path,
-                    base=resolved.base,
-                    ingredients=[located(cand)],
-                    cache_dir=vector_cache,
-                )
-                tried = screen_lambdas(
-                    scorer, composer, lambdas=lambdas, target_score=target_score, harm_margin=harm_margin
-                )
-                best = max(tried, key=lambda r: (r["score"], -r["lambda"]))
-                save_screening(
-                    {
-                        "task": task,
-                        "target_repo": resolved.target.repo_id,
-                        "target_revision": resolved.target.revision,
-                        "candidate_repo": cand.repo_id,
-                        "candidate_revision": cand.revision,
-                        "base_repo": resolved.base.repo_id,
-                        "base_revision": resolved.base.revision,
-                        "lambdas": tried,
-                        "best_lambda": best["lambda"],
-                        "best_score": best["score"],
-                        "target_score": target_score,
-                        "gain": best["score"] - target_score,
-                        "split_fingerprint": split.fingerprint,
-                        "scorer": settings,
-                        "worker": worker,
-                    },
-                    db_url=db_url,
-                )
-                bar.advance(job)
+        _screen_todo(
+            todo,
+            task=task,
+            resolved=resolved,
+            split=split,
+            mode=mode,
+            lambdas=lambdas,
+            harm_margin=harm_margin,
+            split_seed=split_seed,
+            data_dir=data_dir,
+            vector_cache=vector_cache,
+            db_url=db_url,
+            progress=progress,
+        )
     rows = screened_candidates(
         task=task,
         target_revision=resolved.target.revision,

@@ -20,7 +20,7 @@ from search.tasks.glue import get_task
 
 
 def already_screened(*, task: str, target_revision: str, fingerprint: str, db_url: str | None) -> set[str]:
-
+    """Revisions of the candidates already screened for this target on this split (a rerun skips them)."""
     with session_scope(db_url) as session:
         return set(
             session.execute(
@@ -34,7 +34,7 @@ def already_screened(*, task: str, target_revision: str, fingerprint: str, db_ur
 
 
 def save_screening(row: dict[str, Any], *, db_url: str | None) -> None:
-
+    """Commit one screening on its own, so a killed run keeps every candidate it finished."""
     try:
         with session_scope(db_url) as session:
             session.add(Screening(**row))
@@ -46,7 +46,6 @@ def screened_candidates(
     *, task: str, target_revision: str, split_fingerprint: str, db_url: str | None = None
 ) -> list[dict[str, Any]]:
     """Screenings of this target on this search split, as dicts (see `search.tables.Screening`)."""
-
     with session_scope(db_url) as session:
         rows = (
             session.execute(
@@ -74,7 +73,6 @@ def screened_targets(
     *, task: str, split_fingerprint: str, base: Resolved, db_url: str | None = None
 ) -> list[Pinned]:
     """The targets screened for `task` on this split, compatible with `base.base` (folders unresolved)."""
-
     with session_scope(db_url) as session:
         rows = session.execute(
             select(Screening.target_repo, Screening.target_revision, Checkpoint.source)
@@ -106,7 +104,6 @@ def helpful_for(task: str, *, db_url: str | None = None) -> list[dict[str, Any]]
     Raises:
         DataError: for an unknown task.
     """
-
     get_task(task)
     best: dict[tuple[str, str], dict[str, Any]] = {}
     counts: dict[tuple[str, str], int] = {}

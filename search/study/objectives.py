@@ -17,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from search.errors import SearchError
+from search.tasks.glue import get_task
 
 OBJECTIVES = ("score", "mean", "normalized-mean", "pareto")
 MULTI_TASK_OBJECTIVES = ("mean", "normalized-mean", "pareto")
@@ -50,8 +53,6 @@ def parse_control(text: str) -> Control:
     Raises:
         SearchError: for an unknown task or a drop that is not a non-negative number.
     """
-    from search.tasks.glue import get_task
-
     task, _, drop = text.strip().partition(":")
     try:
         get_task(task)
@@ -74,8 +75,6 @@ def parse_reference(text: str) -> tuple[str, str]:
     Raises:
         SearchError: if the text is not TASK=REPO_OR_PATH with a known task.
     """
-    from search.tasks.glue import get_task
-
     task, sep, repo = text.partition("=")
     task, repo = task.strip(), repo.strip()
     if not sep or not task or not repo:
@@ -170,8 +169,6 @@ def pareto_mask(points: Sequence[Sequence[float]]) -> list[bool]:
     Returns:
         One flag per point.
     """
-    import numpy as np
-
     if len(points) == 0:
         return []
     values = np.asarray(points, dtype=float)

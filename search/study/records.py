@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from registry.db import session_scope
+from search.study.context import one_or_each
 from search.study.objectives import pareto_mask
 from search.tables import LeaderboardRow, utcnow
 
@@ -138,6 +139,11 @@ def update_pareto(*, study: str, db_url: str | None = None) -> int:
         return len(front)
 
 
+def row_tasks(row: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(objective tasks, control tasks) of a leaderboard row."""
+    return list(row["scores"] or {row["task"]: {}}), list(row["constraints"] or {})
+
+
 def write_heldout(
     row: dict[str, Any], results: dict[str, Any], *, objective: float, db_url: str | None
 ) -> None:
@@ -149,7 +155,7 @@ def write_heldout(
         objective: the row's objective on the held-out splits.
         db_url: taskvec database URL.
     """
-    tasks, controls = list(row["scores"] or {row["task"]: {}}), list(row["constraints"] or {})
+    tasks, controls = row_tasks(row)
     with session_scope(db_url) as session:
         db_row = session.execute(
             select(LeaderboardRow).where(
@@ -158,10 +164,9 @@ def write_heldout(
             )
         ).scalar_one()
         db_row.score_heldout = objective
-        if len(tasks) == 1:
-            heldout_metrics: dict[str, Any] = {k: float(v) for k, v in results[tasks[0]].metrics.items()}
-        else:
-            heldout_metrics = {t: {k: float(v) for k, v in results[t].metrics.items()} for t in tasks}
+        heldout_metrics = one_or_each(
+            {t: {k: float(v) for k, v in results[t].metrics.items()} for t in tasks}
+        )
         db_row.metrics = {**db_row.metrics, "heldout": heldout_metrics}
         scores = {k: dict(v) for k, v in db_row.scores.items()}
         for t in tasks:

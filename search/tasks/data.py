@@ -132,6 +132,8 @@ def _read_local(data_dir: Path, task: str, file_split: FileSplit) -> tuple[pd.Da
 def _read_hub(task: str, file_split: FileSplit, *, dataset: str) -> tuple[pd.DataFrame, str]:
     where = f"{dataset} ({task}, {file_split})"
     try:
+        # Lazy: `import datasets` costs ~1.2 s (measured with -X importtime) and only this Hub path needs
+        # it; every offline run (`--data DIR`, the demo, the tests) would pay it otherwise.
         import datasets
 
         ds = datasets.load_dataset(dataset, task, split=file_split)

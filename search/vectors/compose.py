@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from registry.pins import Pinned
-from search.vectors.taskvector import Composer, TaskVector, load_vector
+from search.vectors.cache import load_vector
+from search.vectors.composer import Composer
+from search.vectors.taskvector import TaskVector
 
 
 def task_vectors(

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from registry.errors import ModelError
-from search.vectors.methods import MergeMethod
+from search.vectors.methods.base import MergeMethod
 
 
 def mask_seed(*, seed: int, vector_id: str, name: str) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.vectors.methods import MergeMethod
+from search.vectors.methods.base import MergeMethod
 
 
 class TaskArithmetic(MergeMethod):

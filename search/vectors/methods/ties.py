@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from registry.errors import ModelError
-from search.vectors.methods import MergeMethod
+from search.vectors.methods.base import MergeMethod
 
 
 def trim(tau: torch.Tensor, *, density: float) -> torch.Tensor:

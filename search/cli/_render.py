@@ -1,0 +1,177 @@
+"""Every table and summary the commands print, in one place (rows in, rich tables or text out)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from search.scoring import ScoreResult
+    from search.study import SearchSummary
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _table(title: str, columns: Iterable[str], *, left: Iterable[str]) -> Table:
+    """A table with `columns`; those in `left` (text) align left, the rest (numbers) right."""
+    table = Table(title=title)
+    left = set(left)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    return table
+
+
+def _num(value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _gain(value: float) -> str:
+    colour = "green" if value > 0 else "red"
+    return f"[{colour}]{value:+.2f}[/]"
+
+
+def _ingredients(ingredients: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(f"{i['repo_id']}x{i['coefficient']:.2f}" for i in ingredients)
+
+
+def eval_table(results: Sequence[ScoreResult], *, model: str, split: str, mode: str) -> Table:
+    """`taskvec eval`: one row per task, the paper's score and the other metrics."""
+    table = _table(
+        f"{model} ({split} split, {mode})", ("task", "n", "score", "metrics"), left=("task", "metrics")
+    )
+    for r in results:
+        extra = ", ".join(f"{k} {v:.2f}" for k, v in r.metrics.items() if k != "score")
+        table.add_row(r.task, str(r.n), f"{r.score:.2f}", extra)
+    return table
+
+
+def screening_table(rows: Sequence[dict[str, Any]], *, task: str, target: str) -> Table:
+    """`taskvec screen`: each candidate's best lambda and its gain over the target."""
+    columns = ("candidate", "best lambda", "score", "target", "gain", "lambdas tried")
+    table = _table(f"screening {task}: {target}", columns, left=("candidate",))
+    for r in rows:
+        table.add_row(
+            r["candidate_repo"],
+            f"{r['best_lambda']:.2f}",
+            f"{r['best_score']:.2f}",
+            f"{r['target_score']:.2f}",
+            _gain(r["gain"]),
+            str(len(r["lambdas"])),
+        )
+    return table
+
+
+def helpful_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """`taskvec helpful`: screened candidates ranked by their best gain."""
+    columns = ("repo", "revision", "status", "gain", "best lambda", "score", "target")
+    table = _table("candidates ranked by screening gain", columns, left=("repo", "revision", "status"))
+    for r in rows:
+        table.add_row(
+            r["repo_id"],
+            r["revision"][:8],
+            r["status"],
+            _gain(r["gain"]),
+            f"{r['best_lambda']:.2f}",
+            f"{r['best_score']:.2f}",
+            f"{r['target_score']:.2f}",
+        )
+    return table
+
+
+def helpful_csv(rows: Sequence[dict[str, Any]], *, columns: Sequence[str]) -> str:
+    """`taskvec helpful --csv`: `columns` of each row, newline-terminated."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def leaderboard_table(summaries: Sequence[dict[str, Any]]) -> Table:
+    """`taskvec leaderboard`: per task, the target against the best composition (search and held-out)."""
+    columns = (
+        "task",
+        "target",
+        "target search",
+        "target held-out",
+        "best search",
+        "best held-out",
+        "gain search",
+        "gain held-out",
+        "ingredients",
+        "study#trial",
+    )
+    title = "taskvec leaderboard (best chosen on the search split)"
+    table = _table(title, columns, left=("task", "target", "ingredients", "study#trial"))
+    for s in summaries:
+        table.add_row(
+            s["task"],
+            s["target_repo"],
+            _num(s["target_score_search"]),
+            _num(s["target_score_heldout"]),
+            _num(s["best_score_search"]),
+            _num(s["best_score_heldout"]),
+            _num(s["gain_search"], signed=True),
+            _num(s["gain_heldout"], signed=True),
+            _ingredients(s["ingredients"]) or "(target)",
+            f"{s['study']}#{s['trial_number']}",
+        )
+    return table
+
+
+def pareto_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """`taskvec leaderboard --pareto`: the front's rows, every task's search and held-out scores."""
+    tasks = list(rows[0]["scores"])
+    columns = ("study#trial", *(f"{t}\nsearch / held-out" for t in tasks), "mean", "ingredients")
+    title = "Pareto front (search split; held-out beside, never used to choose)"
+    table = _table(title, columns, left=("study#trial", "ingredients"))
+    for r in rows:
+        cells = [f"{_num(r['scores'][t]['search'])} / {_num(r['scores'][t].get('heldout'))}" for t in tasks]
+        table.add_row(
+            f"{r['study']}#{r['trial_number']}",
+            *cells,
+            _num(r["score_search"]),
+            _ingredients(r["ingredients"]),
+        )
+    return table
+
+
+def search_summary(summary: SearchSummary) -> str:
+    """`taskvec search`: the study's state, the target's scores and the best trial."""
+    best = "none completed" if not summary.n_infeasible else "none feasible"
+    if summary.best_trial is not None:
+        held = "" if summary.best_score_heldout is None else f", held-out {summary.best_score_heldout:.2f}"
+        best = f"trial {summary.best_trial}: search {summary.best_score_search:.2f}{held}"
+        if summary.best_scores:
+            best += " (" + ", ".join(f"{t} {v:.2f}" for t, v in summary.best_scores.items()) + ")"
+    extra = ""
+    if summary.objective != "score":
+        extra += f"objective {summary.objective}"
+    if summary.n_pareto:
+        extra += f", {summary.n_pareto} rows on the Pareto front (taskvec leaderboard --pareto --study ...)"
+    if summary.n_infeasible:
+        extra += f", {summary.n_infeasible} trials failed a control guard"
+    if extra:
+        best += "\n" + extra.lstrip(", ")
+    target_held = (
+        "" if summary.target_score_heldout is None else f", held-out {summary.target_score_heldout:.2f}"
+    )
+    return (
+        f"study {summary.study_name}: {summary.n_finished} finished ({summary.n_pruned} pruned), "
+        f"{summary.trials_here} here in {summary.elapsed_s:.1f}s ({summary.stopped})\n"
+        f"target: search {summary.target_score_search:.2f}{target_held}\nbest {best}"
+    )
+
+
+def to_json(value: Any) -> str:
+    """One JSON document (dates and paths as strings)."""
+    return json.dumps(value, default=str)

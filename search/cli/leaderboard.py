@@ -1,0 +1,55 @@
+"""`taskvec leaderboard`: per task, the target against the best composition found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli._options import REFRESH, CsvOpt, DbOpt, JsonOpt
+from search.cli._render import console, err_console, leaderboard_table, pareto_table, to_json
+
+app = typer.Typer()
+
+
+@app.command("leaderboard")
+def leaderboard_command(
+    *,
+    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Only this study.")] = None,
+    top: Annotated[
+        int | None, typer.Option("--top", min=1, help="Rows per task (JSON/CSV; table: 5).")
+    ] = None,
+    pareto: Annotated[
+        bool, typer.Option("--pareto", help="Only the rows on their study's Pareto front.")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="First score top rows lacking a held-out score.")
+    ] = False,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="GLUE folder for --refresh (default: the study's).")
+    ] = REFRESH.data_dir,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Per task: the target against the best composition found (search and held-out scores) and the gain."""
+    from search import leaderboard
+
+    if refresh:
+        n = leaderboard.refresh_heldout(
+            db_url=db, study=study, task=task, top_n=top or REFRESH.top_n(), data_dir=data
+        )
+        if not (as_json or as_csv):
+            err_console.print(f"held-out scores computed for {n} rows")
+    if not (as_json or as_csv or pareto):
+        console.print(leaderboard_table(leaderboard.summary(db_url=db, task=task, study=study)))
+        return
+    rows = leaderboard.query(db_url=db, task=task, study=study, top=top, pareto_only=pareto)
+    if as_json or as_csv:
+        typer.echo(to_json(rows) if as_json else leaderboard.to_csv(rows), nl=as_json)
+    elif rows:
+        console.print(pareto_table(rows))
+    else:
+        err_console.print("no Pareto-optimal rows (only `--objective pareto` studies mark a front)")

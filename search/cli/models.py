@@ -1,0 +1,154 @@
+"""`taskvec finetune`, `eval` and `merge`: make a target, score a model, merge task vectors by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from registry.errors import ModelError
+from search.cli._options import (
+    EVALUATE,
+    FINETUNE,
+    MERGE,
+    DataOpt,
+    DbOpt,
+    JsonOpt,
+    MethodOpt,
+    MethodOptionOpt,
+    RevisionOpt,
+)
+from search.cli._render import console, eval_table, to_json
+
+app = typer.Typer()
+
+
+@app.command("finetune")
+def finetune_command(
+    *,
+    base: Annotated[
+        str, typer.Option("--base", help="Pretrained model: folder or Hub repo id (e.g. google-t5/t5-base).")
+    ],
+    task: Annotated[str, typer.Option("--task", help="mrpc, rte, cola, sst2 (or an auxiliary task).")],
+    data: Annotated[
+        Path, typer.Option("--data", help="GLUE-layout folder: DATA/<task>/train-00000-of-00001.parquet.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output model folder (safetensors, tokenizer, card).")],
+    max_train: Annotated[
+        int | None, typer.Option("--max-train", help="Use a seeded subset of N training rows.")
+    ] = FINETUNE.max_train,
+    epochs: Annotated[
+        float, typer.Option("--epochs", help="Passes over the training rows.")
+    ] = FINETUNE.epochs,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Optimizer steps (overrides --epochs).")
+    ] = FINETUNE.steps,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = FINETUNE.lr,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per step.")] = FINETUNE.batch_size,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the subset, order and dropout.")] = FINETUNE.seed,
+    revision: RevisionOpt = FINETUNE.revision,
+) -> None:
+    """Fine-tune a T5 base on one task in T5's text-to-text format and save a Hub-like model folder."""
+    from search.finetune import finetune
+
+    folder = finetune(
+        base=base,
+        task=task,
+        data_dir=data,
+        out=out,
+        max_train=max_train,
+        epochs=epochs,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        revision=revision,
+    )
+    typer.echo(f"saved {folder}")
+
+
+@app.command("eval")
+def eval_command(
+    *,
+    model: Annotated[str, typer.Option("--model", help="Model folder or Hub repo id.")],
+    task: Annotated[str, typer.Option("--task", help="mrpc, rte, cola, sst2 or all.")] = "all",
+    data: DataOpt = EVALUATE.data_dir,
+    split: Annotated[
+        str, typer.Option("--split", help="heldout (validation) or search (from train).")
+    ] = EVALUATE.split,
+    mode: Annotated[
+        str, typer.Option("--mode", help="rank (rank classification) or generate (greedy).")
+    ] = EVALUATE.mode,
+    size: Annotated[
+        int | None, typer.Option("--size", help="Split size (default: all of heldout).")
+    ] = EVALUATE.size,
+    revision: RevisionOpt = EVALUATE.revision,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a model on GLUE tasks with the paper's metrics (x100)."""
+    from search.scoring import evaluate, iter_tasks
+
+    results = evaluate(
+        model=model,
+        tasks=list(iter_tasks(task)),
+        split=split,
+        mode=mode,
+        data_dir=data,
+        size=size,
+        revision=revision,
+        progress=not as_json,
+    )
+    if as_json:
+        for r in results:
+            typer.echo(to_json({"model": model, **r.summary()}))
+        return
+    console.print(eval_table(results, model=model, split=split, mode=mode))
+
+
+@app.command("merge")
+def merge_command(
+    *,
+    base: Annotated[str | None, typer.Option("--base", help="Pretrained base: folder or repo id.")] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Fine-tuned target: folder or repo id.")
+    ] = None,
+    add: Annotated[
+        list[str],
+        typer.Option(
+            "--add", help="REPO_OR_PATH=COEF, repeatable; negative COEF subtracts (forgetting, analogies)."
+        ),
+    ] = (),
+    method: MethodOpt = MERGE.method,
+    option: MethodOptionOpt = (),
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe", help="Rebuild exactly from a recipe.yaml (instead of --base/--target/--add)."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("merged"),
+    db: DbOpt = MERGE.db_url,
+) -> None:
+    """Merge task vectors into a target: theta_T + sum lambda_i tau_i (or TIES/DARE), with its recipe."""
+    from search.export import merge, parse_addition, parse_options, reproduce
+
+    if recipe is not None:
+        if base or target or add or option:
+            raise ModelError(
+                "--recipe fixes everything: do not combine it with --base/--target/--add/--option"
+            )
+        folder = reproduce(recipe_path=recipe, out=out, db_url=db)
+    else:
+        if not base or not target:
+            raise ModelError("give --base and --target (or --recipe)")
+        folder, _ = merge(
+            base=base,
+            target=target,
+            additions=[parse_addition(a) for a in add],
+            out=out,
+            method=method,
+            method_options=parse_options(option),
+            db_url=db,
+        )
+    typer.echo(f"merged model written: {folder}")

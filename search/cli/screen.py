@@ -1,0 +1,78 @@
+"""`taskvec screen` and `taskvec helpful`: score candidates one at a time, rank them by their gain."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from search.cli._options import (
+    HELPFUL,
+    SCREEN,
+    CsvOpt,
+    DataOpt,
+    DbOpt,
+    JsonOpt,
+    SearchSizeOpt,
+    TargetOpt,
+    TaskOpt,
+)
+from search.cli._render import console, helpful_csv, helpful_table, screening_table, to_json
+
+app = typer.Typer()
+
+
+def _comma_separated(values: tuple[float, ...]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+@app.command("screen")
+def screen_command(
+    *,
+    task: TaskOpt,
+    target: TargetOpt,
+    data: DataOpt = SCREEN.data_dir,
+    lambdas: Annotated[
+        str, typer.Option("--lambdas", help="Comma-separated lambda grid.")
+    ] = SCREEN.lambdas.map(_comma_separated),
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Screen at most this many new candidates.")
+    ] = SCREEN.limit,
+    search_size: SearchSizeOpt = SCREEN.search_size,
+    as_json: JsonOpt = False,
+    db: DbOpt = SCREEN.db_url,
+) -> None:
+    """Score theta_T + lambda * tau_i for every compatible candidate on the search split (resumable)."""
+    from search.screen import parse_lambdas, screen
+
+    rows = screen(
+        task=task,
+        target=target,
+        db_url=db,
+        data_dir=data,
+        lambdas=parse_lambdas(lambdas),
+        limit=limit,
+        search_size=search_size,
+        progress=not as_json,
+    )
+    if as_json:
+        typer.echo(to_json(rows))
+        return
+    console.print(screening_table(rows, task=task, target=target))
+
+
+@app.command("helpful")
+def helpful_command(
+    *, task: TaskOpt, as_json: JsonOpt = False, as_csv: CsvOpt = False, db: DbOpt = HELPFUL.db_url
+) -> None:
+    """Rank the screened candidates by their best gain on a task (after `taskvec screen`)."""
+    from search.screen import helpful_for
+    from search.screen.store import HELPFUL_COLUMNS
+
+    ranked = helpful_for(task, db_url=db)
+    if as_json:
+        typer.echo(to_json(ranked))
+    elif as_csv:
+        typer.echo(helpful_csv(ranked, columns=HELPFUL_COLUMNS), nl=False)
+    else:
+        console.print(helpful_table(ranked))

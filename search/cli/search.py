@@ -1,0 +1,141 @@
+"""`taskvec search`: the Optuna study over the screened candidates; every default is `SearchConfig`'s."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from search.cli._options import (
+    SEARCH,
+    DataOpt,
+    DbOpt,
+    JsonOpt,
+    MethodOpt,
+    MethodOptionOpt,
+    SearchSizeOpt,
+    StorageOpt,
+    TargetOpt,
+)
+from search.cli._render import search_summary, to_json
+
+app = typer.Typer()
+
+TasksOpt = Annotated[
+    str,
+    typer.Option(
+        "--task",
+        "--tasks",
+        help="mrpc, rte, cola or sst2; several comma-separated (mrpc,rte,cola,sst2) for one multi-task model.",
+    ),
+]
+ObjectiveOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--objective",
+        help="Several tasks: mean (default) | normalized-mean (each / its fine-tuned model) | pareto.",
+    ),
+]
+ReferenceOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--reference",
+        help="TASK=REPO_OR_PATH, repeatable: a task's own fine-tuned model (default: the one screened).",
+    ),
+]
+ControlOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--control",
+        help="TASK[:MAX_DROP], repeatable: infeasible if TASK drops more than MAX_DROP (1.0) below the target.",
+    ),
+]
+TopKOpt = Annotated[
+    int, typer.Option("--top-k", min=1, help="Candidates (best screened first) in the search.")
+]
+TrialsOpt = Annotated[
+    int, typer.Option("--trials", min=1, help="Finished trials the study must reach in total.")
+]
+TimeoutOpt = Annotated[
+    str | None, typer.Option("--timeout", help="Stop this worker after e.g. 90s, 30m, 8h.")
+]
+SamplerOpt = Annotated[str, typer.Option("--sampler", help="tpe | random | cmaes | gp | nsga2.")]
+StudyNameOpt = Annotated[
+    str | None, typer.Option("--study", help="Study name (default: derived from the search).")
+]
+PruningOpt = Annotated[
+    bool, typer.Option("--pruning/--no-pruning", help="Prune on nested prefixes of the split.")
+]
+PrunerOpt = Annotated[str, typer.Option("--pruner", help="sha (successive halving) | hyperband.")]
+HeldoutTopOpt = Annotated[
+    int, typer.Option("--heldout-top", min=0, help="Score this many best trials on held-out.")
+]
+LambdaMaxOpt = Annotated[float, typer.Option("--lambda-max", help="Upper bound of every coefficient.")]
+HeartbeatOpt = Annotated[
+    int, typer.Option("--heartbeat", min=1, help="Seconds between a trial's heartbeats.")
+]
+GraceOpt = Annotated[
+    int, typer.Option("--grace", min=1, help="Seconds of silence before a trial counts as dead.")
+]
+
+
+@app.command("search")
+def search_command(
+    *,
+    task: TasksOpt,
+    target: TargetOpt,
+    objective: ObjectiveOpt = SEARCH.objective,
+    reference: ReferenceOpt = (),
+    control: ControlOpt = (),
+    data: DataOpt = SEARCH.data_dir,
+    top_k: TopKOpt = SEARCH.top_k,
+    trials: TrialsOpt = SEARCH.n_trials,
+    timeout: TimeoutOpt = SEARCH.timeout_s,
+    method: MethodOpt = SEARCH.method,
+    option: MethodOptionOpt = (),
+    sampler: SamplerOpt = SEARCH.sampler,
+    storage: StorageOpt = SEARCH.storage,
+    study: StudyNameOpt = SEARCH.study_name,
+    pruning: PruningOpt = SEARCH.pruning,
+    pruner: PrunerOpt = SEARCH.pruner,
+    seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = SEARCH.seed,
+    heldout_top: HeldoutTopOpt = SEARCH.heldout_top_n,
+    search_size: SearchSizeOpt = SEARCH.search_size,
+    lambda_max: LambdaMaxOpt = SEARCH.lambda_max,
+    heartbeat: HeartbeatOpt = SEARCH.heartbeat_interval,
+    grace: GraceOpt = SEARCH.grace_period,
+    as_json: JsonOpt = False,
+    db: DbOpt = SEARCH.db_url,
+) -> None:
+    """Optuna search over subsets and coefficients of the top-K screened candidates (rerun to resume)."""
+    from search.export import parse_options
+    from search.study import SearchConfig, parse_duration, run_search
+    from search.study.objectives import parse_control, parse_reference
+
+    config = SearchConfig(
+        task=task,
+        target=target,
+        objective=objective,
+        references=dict(parse_reference(r) for r in reference),
+        controls=tuple(parse_control(c) for c in control),
+        data_dir=data,
+        top_k=top_k,
+        n_trials=trials,
+        timeout_s=parse_duration(timeout) if timeout else None,
+        method=method,
+        method_options=parse_options(option),
+        sampler=sampler,
+        storage=storage,
+        study_name=study,
+        db_url=db,
+        pruning=pruning,
+        pruner=pruner,
+        seed=seed,
+        heldout_top_n=heldout_top,
+        search_size=search_size,
+        lambda_max=lambda_max,
+        heartbeat_interval=heartbeat,
+        grace_period=grace,
+    )
+    summary = run_search(config, progress=not as_json)
+    typer.echo(to_json(summary.as_dict()) if as_json else search_summary(summary))

@@ -1,0 +1,124 @@
+"""Held-out scores for finished leaderboard rows, rebuilt from what each row stores (`leaderboard --refresh`).
+
+A running search scores its own top rows with its live model (`search.study`); this path serves rows with
+no live model behind them: it loads the row's target, recomposes each row from the registry's pinned
+checkpoints and scores it on the held-out splits with the row's own scorer settings (invariant 1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from registry.pins import Pinned, base_dir, checkpoint_dirs
+from search.errors import SearchError
+from search.scoring.models import load_seq2seq
+from search.scoring.scorer import Scorer, ScoreResult
+from search.scoring.settings import ScorerSettings
+from search.study.heldout import heldout_objective, row_tasks
+from search.study.records import query, write_heldout
+from search.tasks.data import load_split
+from search.vectors.compose import open_composer
+
+
+def _expected_fingerprint(row: dict[str, Any], task: str, split: str) -> str | None:
+    """The fingerprint a row recorded for `task`'s `split` (single-task rows record it at the top)."""
+    fps = row["split_fingerprints"] or {}
+    for group in ("tasks", "controls"):
+        per = (fps.get(group) or {}).get(task)
+        if per:
+            return per.get(split)
+    return fps.get(split) if task == row["task"] else None
+
+
+class _Rebuilder:
+    """Loads one target once and recomposes any of its leaderboard rows on the held-out splits."""
+
+    def __init__(self, row: dict[str, Any], *, data_dir: Path | None, db_url: str | None) -> None:
+        self.db_url = db_url
+        self.row = row
+        self.target_dir = checkpoint_dirs([(row["target_repo"], row["target_revision"])], db_url=db_url)[0]
+        self.base = Pinned(
+            repo_id=row["base_repo"],
+            revision=row["base_revision"],
+            path=base_dir(repo_id=row["base_repo"], revision=row["base_revision"], db_url=db_url),
+        )
+        self.settings = ScorerSettings.from_dict(
+            row["scorer"], where=f"study {row['study']!r} trial {row['trial_number']}"
+        )
+        self.data_dir = data_dir if data_dir is not None else self.settings.data_dir
+        self.model, self.tokenizer = load_seq2seq(self.target_dir)
+        self.scorers: dict[str, Scorer] = {}
+        self._composers: dict[tuple, Any] = {}
+
+    def scorer(self, task: str) -> Scorer:
+        if task not in self.scorers:
+            split = load_split(task, split="heldout", data_dir=self.data_dir)
+            expected = _expected_fingerprint(self.row, task, "heldout")
+            if expected and split.fingerprint != expected:
+                raise SearchError(
+                    f"{task}: held-out data differs from the study's (fingerprint {split.fingerprint[:12]} "
+                    f"vs {expected[:12]}); pass the study's --data"
+                )
+            self.scorers[task] = Scorer.from_settings(self.model, self.tokenizer, split, self.settings)
+        return self.scorers[task]
+
+    def score(self, row: dict[str, Any]) -> dict[str, ScoreResult]:
+        key = (tuple((i["repo_id"], i["revision"]) for i in row["ingredients"]), row["method"])
+        composer = self._composers.get(key)
+        if composer is None:
+            pairs = [(i["repo_id"], i["revision"]) for i in row["ingredients"]]
+            dirs = checkpoint_dirs(pairs, db_url=self.db_url)
+            composer = open_composer(
+                self.model,
+                target=self.target_dir,
+                base=self.base,
+                ingredients=[Pinned(r, v, d) for (r, v), d in zip(pairs, dirs, strict=True)],
+                method=row["method"],
+                method_options=row["method_options"],
+            )
+            self._composers = {key: composer}  # one at a time: each holds a copy of the target
+        composer.apply([float(i["coefficient"]) for i in row["ingredients"]])
+        tasks, controls = row_tasks(row)
+        return {task: self.scorer(task).score() for task in (*tasks, *controls)}
+
+
+def refresh_heldout(
+    *,
+    db_url: str | None = None,
+    study: str | None = None,
+    task: str | None = None,
+    top_n: int = 3,
+    data_dir: Path | None = None,
+) -> int:
+    """Score the top-N feasible rows (by search score) of each study on the held-out splits where missing.
+
+    A multi-task row gets every task's held-out score and its objective on them; a guarded row also gets
+    its control tasks' held-out scores (reported, never used to choose).
+
+    Args:
+        db_url: taskvec database URL.
+        study: only this study (default: every study).
+        task: only this task.
+        top_n: rows per study.
+        data_dir: GLUE folder (default: the one recorded in the rows' scorer settings).
+
+    Returns:
+        The number of rows given a held-out score.
+
+    Raises:
+        SearchError: if the held-out data differs from the study's, a row's scorer settings are incomplete,
+            or an ingredient left the registry.
+    """
+    per_study: dict[str, list[dict[str, Any]]] = {}
+    for row in query(db_url=db_url, study=study, task=task, feasible_only=True):
+        per_study.setdefault(row["study"], []).append(row)
+    n = 0
+    for study_rows in per_study.values():
+        rebuilder = None  # loaded on the first row that needs it: a study already scored loads nothing
+        for row in (r for r in study_rows[:top_n] if r["score_heldout"] is None):
+            rebuilder = rebuilder or _Rebuilder(row, data_dir=data_dir, db_url=db_url)
+            results = rebuilder.score(row)
+            write_heldout(row, results, objective=heldout_objective(row, results), db_url=db_url)
+            n += 1
+    return n
