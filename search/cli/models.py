@@ -20,6 +20,7 @@ from search.cli._options import (
     RevisionOpt,
 )
 from search.cli._render import console, eval_table, to_json
+from search.cli.export import OUT_HELP, ForceOpt, note
 
 app = typer.Typer()
 
@@ -127,18 +128,19 @@ def merge_command(
             "--recipe", help="Rebuild exactly from a recipe.yaml (instead of --base/--target/--add)."
         ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("merged"),
+    out: Annotated[Path, typer.Option("--out", help=OUT_HELP)] = Path("merged"),
+    force: ForceOpt = False,
     db: DbOpt = MERGE.db_url,
 ) -> None:
     """Merge task vectors into a target: theta_T + sum lambda_i tau_i (or TIES/DARE), with its recipe."""
-    from search.export import merge, parse_addition, parse_options, reproduce
+    from search.export import merge, parse_addition, parse_options, reproduce  # lazy: imports torch
 
     if recipe is not None:
         if base or target or add or option:
             raise ModelError(
                 "--recipe fixes everything: do not combine it with --base/--target/--add/--option"
             )
-        folder = reproduce(recipe_path=recipe, out=out, db_url=db)
+        folder = reproduce(recipe_path=recipe, out=out, db_url=db, force=force, notify=note)
     else:
         if not base or not target:
             raise ModelError("give --base and --target (or --recipe)")
@@ -150,5 +152,7 @@ def merge_command(
             method=method,
             method_options=parse_options(option),
             db_url=db,
+            force=force,
+            notify=note,
         )
     typer.echo(f"merged model written: {folder}")

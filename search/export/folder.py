@@ -6,22 +6,23 @@ on its state) and writes a folder that `AutoModelForSeq2SeqLM.from_pretrained` l
 `config.json`, the target's tokenizer files (copied byte for byte), a `README.md` card naming base, target
 and every ingredient with its revision and coefficient, `recipe.yaml` (the `Recipe` that rebuilds the
 folder byte-identically) and, for task arithmetic, `mergekit.yaml`. The folder appears atomically (built
-beside `out`, then renamed), so a crash never leaves a half-written model.
+beside `out`, then renamed), so a crash never leaves a half-written model; its files are 0644, and a hidden
+manifest records them, so a later export over it replaces exactly those (`search.export.ownership`).
+`out` is never inside or around a registered repo, a cache or a folder the merge reads (`search.export.guard`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from registry.errors import ModelError
 from registry.pins import Pinned, locate, pin
+from search.export import guard, ownership
 from search.export.card import CARD_FILE, MERGEKIT_FILE, mergekit_yaml, model_card
 from search.export.recipe import RECIPE_FILE, Ingredient, Recipe, Ref
 from search.scoring.models import load_seq2seq
@@ -35,20 +36,28 @@ _TOKENIZER_FILES = re.compile(
 )
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder `tmp` to `out`, replacing an earlier export there."""
-    if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not (out / RECIPE_FILE).is_file()):
-            raise ModelError(f"{out}: exists and is not a taskvec export; choose another --out")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+def _claim_out(out: Path, *, db_url: str | None, force: bool) -> Path:
+    """`out`, resolved, once it is known to be a folder an export may write (before any work is done).
+
+    Raises:
+        ModelError: `out` inside or containing a registered repo, a cache or the database, or holding
+            entries an earlier export did not write (without `force`).
+    """
+    out = Path(out).expanduser().resolve()
+    guard.refuse_protected(out, guard.protected_folders(db_url))
+    ownership.refuse_foreign(out, ownership.inspect(out), force=force)
+    return out
 
 
-def _write_folder(model: Any, *, recipe: Recipe, target_dir: Path, out: Path) -> None:
+def _write_folder(
+    model: Any,
+    *,
+    recipe: Recipe,
+    target_dir: Path,
+    out: Path,
+    force: bool,
+    notify: Callable[[str], None] | None,
+) -> None:
     """Save the merged model with the target's tokenizer, the card, the recipe and mergekit YAML, atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -69,7 +78,8 @@ def _write_folder(model: Any, *, recipe: Recipe, target_dir: Path, out: Path) ->
         kit = mergekit_yaml(recipe)
         if kit is not None:
             (tmp / MERGEKIT_FILE).write_text(kit)
-        _replace_dir(tmp, out)
+        ownership.seal(tmp)
+        ownership.install(tmp, out, force=force, notify=notify)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -81,24 +91,30 @@ def export_merged(
     out: Path,
     dirs: Mapping[str, Path] | None = None,
     db_url: str | None = None,
+    force: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> Path:
     """Merge as the recipe says and write a loadable model folder with its recipe.
 
     Args:
         recipe: base, target, ingredients (repo@revision, lambda), method and options.
-        out: the folder to write (replaced if it holds an earlier export).
+        out: the folder to write: new, empty, or an earlier export (whose files are replaced; see
+            `search.export.ownership`).
         dirs: repo_id -> folder, for checkpoints already located (default: located from the recipe:
             a local folder by path, else the registry, else the Hub).
         db_url: taskvec database URL for registry repos.
+        force: replace an `out` holding entries no export wrote; they are moved to `<out>.kept`.
+        notify: told, in one line, what was moved aside.
 
     Returns:
         `out`.
 
     Raises:
         ModelError: a checkpoint that cannot be found or changed, an ingredient or target that does not
-            match the base, NaN/inf, or an `out` that is something else.
+            match the base, NaN/inf, an `out` inside (or containing) a registered repo, a cache or a
+            folder the merge reads, or an `out` holding entries no export wrote (without `force`).
     """
-    out = Path(out).expanduser().resolve()
+    out = _claim_out(out, db_url=db_url, force=force)
     dirs = dict(dirs or {})
 
     def pinned(ref: Ref) -> Pinned:
@@ -109,6 +125,10 @@ def export_merged(
     base, target = pinned(recipe.base), pinned(recipe.target)
     check_same_architecture(base.path, target.path, what="base")
     ingredients = [pinned(i) for i in recipe.ingredients]
+    for ingredient in ingredients:  # every folder passes the registry's checks before any weights load
+        check_same_architecture(base.path, ingredient.path, what="base")
+    read = [("base", base.path), ("target", target.path)] + [("ingredient", i.path) for i in ingredients]
+    guard.refuse_protected(out, guard.reads(read))
     model, _ = load_seq2seq(target.path)
     if ingredients:
         composer = open_composer(
@@ -122,7 +142,7 @@ def export_merged(
         )
         composer.apply([i.coefficient for i in recipe.ingredients])
         del composer
-    _write_folder(model, recipe=recipe, target_dir=target.path, out=out)
+    _write_folder(model, recipe=recipe, target_dir=target.path, out=out, force=force, notify=notify)
     return out
 
 
@@ -135,6 +155,8 @@ def merge(
     method: str = "task_arithmetic",
     method_options: Mapping[str, Any] | None = None,
     db_url: str | None = None,
+    force: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[Path, Recipe]:
     """Pin base, target and ingredients, then `export_merged` (the `taskvec merge` command).
 
@@ -146,14 +168,17 @@ def merge(
         method: `task_arithmetic`, `ties` or `dare`.
         method_options: the method's options (validated and recorded with defaults filled in).
         db_url: taskvec database URL for registry repos.
+        force, notify: see `export_merged`.
 
     Returns:
         The folder and the recipe written into it.
 
     Raises:
-        ModelError: unknown method or options, missing checkpoints, or checkpoints that do not match.
+        ModelError: unknown method or options, missing checkpoints, checkpoints that do not match, or an
+            `out` an export may not write (see `export_merged`).
     """
     options = get_method(method).validate(method_options)
+    out = _claim_out(out, db_url=db_url, force=force)  # before pinning: a refusal costs no download
     base_pin, target_pin = pin(base, db_url=db_url), pin(target, db_url=db_url)
     base_ref = Ref(repo_id=base_pin.repo_id, revision=base_pin.revision)
     target_ref = Ref(repo_id=target_pin.repo_id, revision=target_pin.revision)
@@ -170,13 +195,22 @@ def merge(
         method=method,
         method_options=options,
     )
-    return export_merged(recipe=recipe, out=out, dirs=dirs, db_url=db_url), recipe
+    folder = export_merged(recipe=recipe, out=out, dirs=dirs, db_url=db_url, force=force, notify=notify)
+    return folder, recipe
 
 
-def reproduce(*, recipe_path: Path, out: Path, db_url: str | None = None) -> Path:
+def reproduce(
+    *,
+    recipe_path: Path,
+    out: Path,
+    db_url: str | None = None,
+    force: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> Path:
     """Rebuild a folder from its `recipe.yaml` (byte-identical to the original export).
 
     Raises:
-        ModelError: for an invalid recipe or checkpoints that changed since.
+        ModelError: for an invalid recipe, checkpoints that changed since, or an `out` an export may not
+            write (see `export_merged`).
     """
-    return export_merged(recipe=Recipe.load(recipe_path), out=out, db_url=db_url)
+    return export_merged(recipe=Recipe.load(recipe_path), out=out, db_url=db_url, force=force, notify=notify)

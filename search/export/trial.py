@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ def recipe_for(row: dict[str, Any]) -> Recipe:
     )
 
 
-def export_trial(*, study: str, trial: int | None = None, out: Path, db_url: str | None = None) -> Path:
+def export_trial(
+    *,
+    study: str,
+    trial: int | None = None,
+    out: Path,
+    db_url: str | None = None,
+    force: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> Path:
     """Rebuild a leaderboard composition (trial `trial`, or the study's best) and export it.
 
     Args:
@@ -34,12 +43,15 @@ def export_trial(*, study: str, trial: int | None = None, out: Path, db_url: str
         trial: trial number (default: the best by search score).
         out: folder for the merged model, `recipe.yaml` and mergekit YAML.
         db_url: taskvec database URL.
+        force, notify: replace an `out` holding entries no export wrote, moving them aside (see
+            `search.export.export_merged`).
 
     Returns:
         The exported folder.
 
     Raises:
         SearchError: no such row, or an ingredient that left the registry.
+        ModelError: an `out` an export may not write (see `search.export.export_merged`).
     """
     row = get_row(study=study, trial=trial, db_url=db_url)
-    return export_merged(recipe=recipe_for(row), out=Path(out), db_url=db_url)
+    return export_merged(recipe=recipe_for(row), out=Path(out), db_url=db_url, force=force, notify=notify)
