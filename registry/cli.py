@@ -11,6 +11,7 @@ import json
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from registry.errors import RegistryError
 
@@ -19,7 +20,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The taskvec database (schema migrations).", no_args_is_help=True)
 
-console = Console()
+# No markup or emoji codes: repo ids, reasons and errors are the user's text ("[red]org/name" would lose
+# its "[red]"); styling is a `Text`.
+console = Console(markup=False, emoji=False)
 
 DB_OPTION = typer.Option(
     None, "--db", help="SQLAlchemy URL (default: TASKVEC_DB, else SQLite under TASKVEC_HOME)."
@@ -75,7 +78,7 @@ def sync_cmd(
     )
     table.add_column("verdict")
     table.add_column("repos", justify="right")
-    table.add_row("[green]compatible[/]", str(summary.by_status.get("compatible", 0)))
+    table.add_row(Text("compatible", style="green"), str(summary.by_status.get("compatible", 0)))
     for code, count in sorted(
         summary.by_reason.items(), key=lambda item: (STATUS_BY_CODE.get(item[0], ""), item[0])
     ):
@@ -87,7 +90,7 @@ def sync_cmd(
         highlight=False,
     )
     for error in summary.errors:
-        console.print(f"[yellow]unreachable:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("unreachable:", "yellow"), " ", error), highlight=False, soft_wrap=True)
 
 
 @app.command("list")
@@ -103,8 +106,11 @@ def list_cmd(
     db: str | None = DB_OPTION,
 ) -> None:
     """List checked repos with their status and reason."""
-    from registry.sync import format_rows, list_checkpoints  # lazy: see the module docstring
+    # lazy: see the module docstring
+    from registry.db import require_database
+    from registry.sync import format_rows, list_checkpoints
 
+    require_database(db)  # a read-only command: a missing database is an error, never created
     rows = list_checkpoints(db_url=db, status=status, base=base)
     if as_json or as_csv:
         typer.echo(format_rows(rows, fmt="json" if as_json else "csv"), nl=False)
@@ -132,15 +138,25 @@ def list_cmd(
 @app.command("show")
 def show_cmd(repo: str = typer.Argument(..., help="Repo id."), db: str | None = DB_OPTION) -> None:
     """Everything recorded about one repo (one entry per base it was checked against)."""
-    from registry.sync import show_checkpoint  # lazy: see the module docstring
+    # lazy: see the module docstring
+    from registry.db import require_database
+    from registry.sync import show_checkpoint
 
+    require_database(db)  # a read-only command: a missing database is an error, never created
     typer.echo(json.dumps(show_checkpoint(repo, db_url=db), indent=2, default=str))
 
 
 @db_app.command("upgrade")
-def upgrade_cmd(db: str | None = DB_OPTION) -> None:
+def upgrade_cmd(
+    db: str | None = DB_OPTION,
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="Repair a half-created database (tables with rows, no schema version): record its revision.",
+    ),
+) -> None:
     """Migrate the database to the newest schema (fresh databases are migrated automatically)."""
     from registry.db import upgrade  # lazy: see the module docstring
 
-    revisions = upgrade(db)
+    revisions = upgrade(db, repair=repair)
     typer.echo(f"database at revision {', '.join(revisions)}")

@@ -13,11 +13,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
+
+from registry.errors import RegistryError
 
 # Seconds to wait for PostgreSQL to accept the lock's connection before failing.
 PG_CONNECT_TIMEOUT_S = 10
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file behind a SQLite URL; None for other backends and in-memory databases.
+
+    A URI-style URL (`sqlite:///file:x.db?mode=ro&uri=true`) names `x.db`.
+    """
+    parsed = make_url(url) if isinstance(url, str) else url
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    if parsed.query.get("uri") in ("true", "1") and database.startswith("file:"):
+        database = database.removeprefix("file:")
+        if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+            return None
+    return Path(database).expanduser()
 
 
 @contextlib.contextmanager
@@ -26,8 +44,15 @@ def file_lock(path: str | Path) -> Iterator[None]:
 
     Args:
         path: the lock file; its folder must exist.
+
+    Raises:
+        RegistryError: if the lock file cannot be opened (a read-only or missing folder).
     """
-    with Path(path).open("a") as fh:
+    try:
+        fh = Path(path).open("a")  # noqa: SIM115  (closed by the `with` below; the open alone is guarded)
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot open the lock file ({exc.strerror or exc})") from exc
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -47,13 +72,12 @@ def url_lock(url: str, *, key: int, name: str) -> Iterator[None]:
     Other backends, and an in-memory SQLite database (no other process can open it), take no lock.
     """
     parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        database = Path(parsed.database).expanduser()
+    database = sqlite_file(parsed)
+    if database is not None:
         with file_lock(database.with_name(f"{database.name}.{name}.lock")):
             yield
         return
-    if backend != "postgresql":
+    if parsed.get_backend_name() != "postgresql":
         yield
         return
     # Its own connection: an advisory lock belongs to a session, whatever the caller's pool does.

@@ -35,6 +35,11 @@ def leaderboard_command(
     db: DbOpt = None,
 ) -> None:
     """Per task: the target against the best composition found (search and held-out scores) and the gain."""
+    from registry.db import require_database
+
+    # Read-only (bar --refresh's scores): never creates a database or its folder. Checked before
+    # importing search.leaderboard (torch: seconds), so a wrong --db fails at once.
+    require_database(db)
     from search import leaderboard
 
     if refresh:

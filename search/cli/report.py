@@ -21,6 +21,9 @@ def report_command(
     db: DbOpt = None,
 ) -> None:
     """Write a study's report: optimisation history, coefficient importance, per-candidate plots, HTML."""
+    from registry.db import require_database
+
+    require_database(db)  # read-only: never creates a database; checked before importing torch
     from search.leaderboard import write_report
 
     index = write_report(study=study, storage=storage, db_url=db, out=out)
