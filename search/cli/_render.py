@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from search.scoring import ScoreResult
     from search.study import SearchSummary
 
-console = Console()
-err_console = Console(stderr=True)
+# No markup or emoji codes: every string printed is literal. Repo ids, paths and error messages are the
+# user's text ("[red]org/name", "[nan]", ":x:") and rich would eat or replace them; styling is a `Text`.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
 
 
 def _table(title: str, columns: Iterable[str], *, left: Iterable[str]) -> Table:
@@ -34,9 +37,8 @@ def _num(value: float | None, *, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def _gain(value: float) -> str:
-    colour = "green" if value > 0 else "red"
-    return f"[{colour}]{value:+.2f}[/]"
+def _gain(value: float) -> Text:
+    return Text(f"{value:+.2f}", style="green" if value > 0 else "red")
 
 
 def _ingredients(ingredients: Sequence[dict[str, Any]]) -> str:

@@ -66,6 +66,9 @@ def helpful_command(
     *, task: TaskOpt, as_json: JsonOpt = False, as_csv: CsvOpt = False, db: DbOpt = HELPFUL.db_url
 ) -> None:
     """Rank the screened candidates by their best gain on a task (after `taskvec screen`)."""
+    from registry.db import require_database
+
+    require_database(db)  # read-only: never creates a database; checked before importing torch
     from search.screen import helpful_for
     from search.screen.store import HELPFUL_COLUMNS
 

@@ -111,7 +111,9 @@ def search_command(
     from search.export import parse_options
     from search.study import SearchConfig, parse_duration, run_search
     from search.study.objectives import parse_control, parse_reference
+    from search.vectors.composer import check_coefficients
 
+    check_coefficients([lambda_max], what="--lambda-max")
     config = SearchConfig(
         task=task,
         target=target,

@@ -28,7 +28,7 @@ from search.tables import worker_id
 from search.tasks.data import Split, load_split
 from search.tasks.glue import get_task
 from search.vectors.compose import open_composer
-from search.vectors.composer import Composer
+from search.vectors.composer import Composer, check_coefficients
 
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.3)
 HARM_MARGIN = 5.0
@@ -39,6 +39,7 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
 
     Raises:
         SearchError: if an entry is not a number or the list is empty.
+        ModelError: if an entry is not finite or out of range (`check_coefficients`).
     """
     try:
         values = tuple(float(x) for x in text.split(",") if x.strip())
@@ -46,7 +47,7 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
         raise SearchError(f"--lambdas {text!r}: expected comma-separated numbers") from exc
     if not values:
         raise SearchError("--lambdas is empty")
-    return values
+    return check_coefficients(values, what=f"--lambdas {text!r}")
 
 
 def is_clearly_harmful(score: float, *, target_score: float, best_score: float, margin: float) -> bool:
@@ -91,6 +92,7 @@ def _check_grid(task: str, lambdas: Sequence[float]) -> None:
     get_task(task)
     if not lambdas:
         raise SearchError("no lambdas to screen")
+    check_coefficients(lambdas, what="lambdas")
     if any(lam <= 0 for lam in lambdas):
         raise SearchError(f"lambdas must be positive, got {list(lambdas)}")
 

@@ -213,12 +213,19 @@ def load_frame(
     Raises:
         DataError: unknown task, unreachable or malformed data (one line naming the file and reason).
     """
+    return _load_frame(task, file_split=file_split, data_dir=data_dir, hub_dataset=hub_dataset)[0]
+
+
+def _load_frame(
+    task: str, *, file_split: FileSplit, data_dir: Path | None, hub_dataset: str
+) -> tuple[pd.DataFrame, str]:
+    """`load_frame`, and where the frame came from (a file or a Hub dataset, for messages)."""
     spec = get_task(task)
     if data_dir is None:
         frame, where = _read_hub(task, file_split, dataset=hub_dataset)
     else:
         frame, where = _read_local(Path(data_dir), task, file_split)
-    return validate_frame(frame, spec=spec, where=where, file_split=file_split)
+    return validate_frame(frame, spec=spec, where=where, file_split=file_split), where
 
 
 def load_split(
@@ -245,7 +252,9 @@ def load_split(
         The split, examples in their file order, with its fingerprint.
 
     Raises:
-        DataError: bad split name or size, unreachable or malformed data.
+        DataError: bad split name, a size that is not positive or larger than the data (naming the
+            file and its rows: a silently smaller split would be scored as if it were the asked one),
+            unreachable or malformed data.
     """
     if split not in ("search", "heldout"):
         raise DataError(f"unknown split {split!r} (use search or heldout)")
@@ -253,7 +262,12 @@ def load_split(
         raise DataError(f"{task}: split size must be positive, got {size}")
     spec = get_task(task)
     file_split: FileSplit = "train" if split == "search" else "validation"
-    frame = load_frame(task, file_split=file_split, data_dir=data_dir, hub_dataset=hub_dataset)
+    frame, where = _load_frame(task, file_split=file_split, data_dir=data_dir, hub_dataset=hub_dataset)
+    if size is not None and size > len(frame):
+        raise DataError(
+            f"{task}: a {split} split of {size} examples was asked for, but {where} has only {len(frame)} "
+            f"rows (ask for at most {len(frame)})"
+        )
     if split == "search":
         size = search_size(len(frame)) if size is None else size
     if size is not None and size < len(frame):

@@ -3,12 +3,19 @@
 Screening and the study score many compositions of the same few vectors; computing tau once per pinned
 pair and memory-mapping it afterwards keeps them off the checkpoints' slow path. Export never reads the
 cache (`search.vectors.compose.task_vectors(cached=False)`), so an exported folder does not depend on it.
+
+Every file carries a sha256 of its tensors (names, dtypes, shapes and bytes) in its safetensors metadata,
+computed when it is written and checked when it is mapped: a flipped byte that still parses would
+otherwise be trusted and silently move every score built on it. A file that fails the check, or predates
+it, is rebuilt from the checkpoints (said once on stderr). Hashing costs one pass over the file, and each
+process maps a cache file once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
@@ -24,6 +31,20 @@ from registry.errors import ModelError
 from search.vectors.taskvector import TaskVector
 
 _SAFE_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+CHECKSUM_KEY = "tensors_sha256"  # the metadata entry holding `tensors_digest` of the file's tensors
+
+log = logging.getLogger(__name__)
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 hex of the tensors' names, dtypes, shapes and bytes, in name order (layout-independent)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        # The raw bytes, without a copy for the contiguous tensors written and mapped here.
+        digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _safe_key(revision: str) -> str:
@@ -57,8 +78,13 @@ def save_vector(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "pt", "vector_id": vector.vector_id, **(metadata or {})}
     tensors = {n: t.to(dtype).contiguous() for n, t in vector.deltas.items()}
+    meta = {
+        "format": "pt",
+        "vector_id": vector.vector_id,
+        **(metadata or {}),
+        CHECKSUM_KEY: tensors_digest(tensors),
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -74,7 +100,7 @@ def mmap_vector(path: Path) -> TaskVector:
     """A cached vector whose tensors are read-only views of the memory-mapped file (no copy in RAM).
 
     Raises:
-        ModelError: if the file is truncated or malformed.
+        ModelError: if the file is truncated or malformed, has no checksum or fails it.
     """
     path = Path(path)
     try:
@@ -94,8 +120,13 @@ def mmap_vector(path: Path) -> TaskVector:
             if start + hi > size:
                 raise ValueError(f"tensor {name} runs past the end of the file")
             deltas[name] = data[start + lo : start + hi].view(dtype).view(info["shape"])
+        digest = tensors_digest(deltas)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, struct.error) as exc:
         raise ModelError(f"{path}: unreadable cached vector ({exc})") from exc
+    if CHECKSUM_KEY not in meta:
+        raise ModelError(f"{path}: cached vector has no checksum (written by an older taskvec)")
+    if meta[CHECKSUM_KEY] != digest:
+        raise ModelError(f"{path}: cached vector fails its checksum (the file was damaged)")
     return TaskVector(deltas, vector_id=meta.get("vector_id", ""))
 
 
@@ -111,8 +142,8 @@ def load_vector(
     """The task vector of a pinned candidate against a pinned base, through the cache.
 
     The cache holds one safetensors file per (base sha, candidate sha, dtype); a hit is memory-mapped,
-    a miss is computed in fp32, written atomically and then memory-mapped. A corrupt cache file is
-    recomputed.
+    a miss is computed in fp32, written atomically and then memory-mapped. A damaged cache file (malformed,
+    or failing its checksum) is recomputed, never trusted.
 
     Args:
         base_dir: folder of the base at `base_revision`.
@@ -139,8 +170,8 @@ def load_vector(
             vector = mmap_vector(path)
             if vector.vector_id == candidate_revision:
                 return vector
-        except ModelError:
-            pass  # a damaged entry is rebuilt below
+        except ModelError as exc:
+            log.warning("%s; rebuilding it", exc)  # a damaged entry is rebuilt below, never trusted
     vector = TaskVector.from_checkpoints(base=base_dir, finetuned=candidate_dir, vector_id=candidate_revision)
     save_vector(
         vector,

@@ -29,6 +29,35 @@ from search.vectors.taskvector import TaskVector
 
 # Elements per chunk of the composer: 256K fp32 = 1 MiB, which stays in L2 while K vectors stream past.
 CHUNK = 1 << 18
+# The largest |coefficient| accepted anywhere (screening grid, search bound, merge --add). Useful ones are
+# O(1): the paper's and FusionBench's grids stay within [0, 1.5], and at 100 a vector already outweighs
+# the target's own weights by orders of magnitude. Past the bound lies only noise and, towards float's
+# range, overflow: 1e308 cannot even be cast to fp32, and torch fails mid-composition.
+MAX_COEFFICIENT = 100.0
+
+
+def check_coefficients(values: Iterable[float], *, what: str) -> tuple[float, ...]:
+    """`values` as floats, each checked finite and within +-`MAX_COEFFICIENT`.
+
+    Args:
+        values: the coefficients (lambdas).
+        what: where they came from, starting the message (e.g. `--lambdas '0.1,nan'`).
+
+    Returns:
+        The values as a tuple of floats.
+
+    Raises:
+        ModelError: naming `what` and the first bad value.
+    """
+    coefs = tuple(float(v) for v in values)
+    for c in coefs:
+        if not math.isfinite(c):
+            raise ModelError(f"{what}: coefficients must be finite numbers, got {c}")
+        if abs(c) > MAX_COEFFICIENT:
+            raise ModelError(
+                f"{what}: coefficient {c:g} is out of range (at most {MAX_COEFFICIENT:g} in absolute value)"
+            )
+    return coefs
 
 
 def _target_tensors(
@@ -115,13 +144,12 @@ class Composer:
             coefficients: one lambda per vector (negative allowed).
 
         Raises:
-            ModelError: for the wrong number of coefficients or a non-finite one.
+            ModelError: for the wrong number of coefficients, or one not finite or out of range
+                (see `check_coefficients`).
         """
-        coefs = [float(c) for c in coefficients]
+        coefs = check_coefficients(coefficients, what="composition")
         if len(coefs) != self.k:
             raise ModelError(f"expected {self.k} coefficients, got {len(coefs)}")
-        if not all(math.isfinite(c) for c in coefs):
-            raise ModelError(f"coefficients must be finite, got {coefs}")
         active = [i for i, c in enumerate(coefs) if c != 0.0]
         active_coefs = [coefs[i] for i in active]
         with torch.no_grad():
@@ -170,10 +198,12 @@ def merge_state(
         Canonical name -> merged tensor.
 
     Raises:
-        ModelError: if the vectors and the target differ in tensors or shapes.
+        ModelError: if the vectors and the target differ in tensors or shapes, or a coefficient is not
+            finite or out of range.
     """
     impl = get_method(method)
     options = impl.validate(method_options)
+    coefficients = check_coefficients(coefficients, what="merge")
     if len(coefficients) != len(vectors):
         raise ModelError(f"expected {len(vectors)} coefficients, got {len(coefficients)}")
     names = sorted(vectors[0].deltas) if vectors else None
