@@ -8,6 +8,10 @@
    (`lineage`);
 5. integrity (when weights are fetched): valid headers, sizes that match, no NaN/inf (`tensors`).
 
+Before them, links: a repo holding a link out of it is refused (`folder.check_links`). The checks that need
+no base (links, config types and bounds, headers, config against weights) also run on any folder given by
+path (`check_folder`), so every loader refuses what the registry refuses, with the same reason.
+
 A reason reads `"<code>: <detail>"`; codes are the `REASON_*` constants and map to a status
 (`STATUS_BY_CODE`, in `verdicts`). Nothing here executes checkpoint code or unpickles anything.
 """
@@ -16,13 +20,16 @@ from __future__ import annotations
 
 from registry.compat.config import (
     ARCHITECTURE_FIELDS,
+    CONFIG_LIMITS,
     SHAPE_FIELDS,
     T5_ARCH_PREFIXES,
     architecture_of,
     check_config,
+    check_t5_config,
     parse_config,
     shape_config,
 )
+from registry.compat.folder import FolderReport, check_folder, check_links
 from registry.compat.lineage import (
     LINEAGE_PROBES,
     check_lineage,
@@ -37,6 +44,7 @@ from registry.compat.tensors import (
     ReadRange,
     SafetensorsLayout,
     TensorEntry,
+    check_layout_config,
     check_tensors,
     decode,
     normalized_shapes,
@@ -78,6 +86,7 @@ from registry.sources import RepoInfo, Source
 
 __all__ = [
     "ARCHITECTURE_FIELDS",
+    "CONFIG_LIMITS",
     "LINEAGE_MAX_DISTANCE",
     "LINEAGE_PROBES",
     "REASON_CONFIG",
@@ -99,14 +108,19 @@ __all__ = [
     "VOCAB_FILES",
     "BaseProfile",
     "CheckReport",
+    "FolderReport",
     "ReadRange",
     "Reject",
     "SafetensorsLayout",
     "TensorEntry",
     "architecture_of",
     "check_config",
+    "check_folder",
+    "check_layout_config",
+    "check_links",
     "check_lineage",
     "check_repo",
+    "check_t5_config",
     "check_tensors",
     "check_tokenizer",
     "decode",
@@ -137,17 +151,18 @@ def profile_base(source: Source, info: RepoInfo) -> BaseProfile:
         ModelError: if the base itself is not a readable T5 safetensors checkpoint.
     """
     try:
+        check_links(info)
         if CONFIG_NAME not in info.files:
             raise Reject(REASON_MALFORMED, f"no {CONFIG_NAME}")
         config = parse_config(info.repo_id, source.read_file(info.repo_id, info.revision, CONFIG_NAME))
-        if config.get("model_type") != "t5":
-            raise Reject(REASON_NOT_T5, f"model_type is {config.get('model_type')!r}, not 't5'")
-        shapes_cfg = shape_config(config)
+        # a malformed base (`d_model: "64"`) would make every checkpoint a config_mismatch: refuse it here
+        shapes_cfg = check_t5_config(config)
         vocabs = vocab_files(source, info)
         layout = read_layout(source, info)
         if layout is None:
             raise Reject(REASON_PICKLE, "the base has no safetensors weights")
         tensor_shapes = normalized_shapes(layout, tied=bool(shapes_cfg["tie_word_embeddings"]))
+        check_layout_config(tensor_shapes, shapes_cfg)
         probes = read_probes(source, info, layout)
     except Reject as exc:
         raise ModelError(f"base {info.repo_id}@{info.revision[:12]}: {exc}") from exc
@@ -171,7 +186,12 @@ def profile_base(source: Source, info: RepoInfo) -> BaseProfile:
 
 
 def _check_metadata(source: Source, info: RepoInfo, base: BaseProfile, found: dict[str, object]) -> bool:
-    """Checks 1-2 (config, tokenizer). Returns whether the checkpoint ties its word embeddings."""
+    """Links, then checks 1-2 (config, tokenizer). Returns whether the checkpoint ties its word embeddings.
+
+    A checkpoint's config and tensors must equal the base's, which passed `check_layout_config`, so that
+    check need not run again on checkpoints.
+    """
+    check_links(info)
     if CONFIG_NAME not in info.files:
         raise Reject(REASON_MALFORMED, f"no {CONFIG_NAME} in the repo")
     config = parse_config(info.repo_id, source.read_file(info.repo_id, info.revision, CONFIG_NAME))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -90,8 +91,25 @@ def lineage_distance(probes: Mapping[str, np.ndarray], base_probes: Mapping[str,
     return diff / norm if norm > 0 else math.inf
 
 
+# Lines of torch's weights_only refusal that explain torch, not the file (the one naming what was refused,
+# e.g. "Trying to load unsupported GLOBAL os.system ...", is kept).
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _load_failure(exc: BaseException) -> str:
+    """One line saying why torch's safe loader refused a file."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)]
+    if useful:
+        return useful[0]
+    if isinstance(exc, EOFError):
+        return "empty or truncated file"
+    return lines[0] if lines else type(exc).__name__
+
+
 def load_pickled_state(source: Source, info: RepoInfo) -> dict:
-    """The state dict of a pickle-only repo, loaded with `torch.load(weights_only=True)` (no code runs).
+    """The state dict of a pickle-only repo, loaded with `torch.load(weights_only=True)` (no code runs),
+    memory-mapped when the file is in torch's zip format.
 
     Raises:
         Reject: `integrity` if a file is refused by the safe loader or unreadable; `malformed` for a bad index.
@@ -112,12 +130,17 @@ def load_pickled_state(source: Source, info: RepoInfo) -> dict:
             raise Reject(REASON_MALFORMED, str(exc)) from exc
     state: dict = {}
     for name in files:
+        if name not in info.files:
+            raise Reject(REASON_INTEGRITY, f"{PYTORCH_INDEX} names a missing shard {name}")
         path = source.file_path(info.repo_id, info.revision, name)
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            # memory-mapped when torch's zip format allows (every torch.save since 1.6): checking a pickle
+            # reads its tensors' bytes only when something looks at them
+            mmap = zipfile.is_zipfile(path)
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise Reject(REASON_INTEGRITY, f"{name}: not loadable with weights_only=True ({first})") from exc
+            why = _load_failure(exc)
+            raise Reject(REASON_INTEGRITY, f"{name}: not loadable with weights_only=True ({why})") from exc
         if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
             raise Reject(REASON_INTEGRITY, f"{name}: not a state dict of tensors")
         state.update(loaded)

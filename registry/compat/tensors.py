@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ from registry.compat.verdicts import (
     Reject,
     json_fingerprint,
 )
-from registry.constants import SAFETENSORS_INDEX, SAFETENSORS_SINGLE, T5_SHARED, T5_TIED_ALIASES
+from registry.constants import (
+    CONFIG_NAME,
+    SAFETENSORS_INDEX,
+    SAFETENSORS_SINGLE,
+    T5_SHARED,
+    T5_TIED_ALIASES,
+)
 from registry.errors import RegistryError
 from registry.sources import RepoInfo, Source, validate_filename
 
@@ -201,6 +208,60 @@ def check_tensors(shapes: Mapping[str, tuple[int, ...]], base_shapes: Mapping[st
         parts.append(f"{len(reshaped)} reshaped ({k} {list(shapes[k])} vs base {list(base_shapes[k])})")
     if parts:
         raise Reject(REASON_TENSOR, "; ".join(parts))
+
+
+_BLOCK = re.compile(r"(encoder|decoder)\.block\.(\d+)\.")
+
+
+def _expected_shapes(config: Mapping[str, object]) -> dict[str, tuple[int, ...]]:
+    """A few tensors whose shapes a T5 config fixes: together they pin every integer shape field."""
+    d_model, inner = int(config["d_model"]), int(config["num_heads"]) * int(config["d_kv"])
+    attention = "encoder.block.0.layer.0.SelfAttention"
+    expected = {
+        T5_SHARED: (int(config["vocab_size"]), d_model),
+        f"{attention}.q.weight": (inner, d_model),
+        f"{attention}.relative_attention_bias.weight": (
+            int(config["relative_attention_num_buckets"]),
+            int(config["num_heads"]),
+        ),
+        "encoder.block.0.layer.1.DenseReluDense.wo.weight": (d_model, int(config["d_ff"])),
+    }
+    if config["tie_word_embeddings"] is False:
+        expected["lm_head.weight"] = (int(config["vocab_size"]), d_model)
+    return expected
+
+
+def check_layout_config(shapes: Mapping[str, tuple[int, ...]], config: Mapping[str, object]) -> None:
+    """The weights hold what the config describes: as many blocks, and the shapes its fields imply.
+
+    A model is built from its config before its weights are loaded, so a config that promises more than
+    the weights hold would allocate (and randomly initialise) what no file backs.
+
+    Args:
+        shapes: tensor name -> shape, tied aliases normalised (`normalized_shapes`).
+        config: the shape config (`shape_config`), its types already checked.
+
+    Raises:
+        Reject: `tensor_mismatch` naming the config field and what the weights hold.
+    """
+    blocks = {"encoder": set(), "decoder": set()}
+    for name in shapes:
+        if (match := _BLOCK.match(name)) is not None:
+            blocks[match.group(1)].add(int(match.group(2)))
+    for stack, key in (("encoder", "num_layers"), ("decoder", "num_decoder_layers")):
+        held, want = blocks[stack], config[key]
+        if held != set(range(int(want))):
+            what = (
+                f"{len(held)} {stack} blocks" if len(held) != want else f"{stack} blocks {sorted(held)[:5]}"
+            )
+            raise Reject(REASON_TENSOR, f"{CONFIG_NAME} says {key}={want} but the weights hold {what}")
+    if T5_SHARED not in shapes:
+        raise Reject(REASON_TENSOR, f"the weights hold no token embedding ({T5_SHARED})")
+    for name, want in _expected_shapes(config).items():
+        if name in shapes and tuple(shapes[name]) != want:
+            raise Reject(
+                REASON_TENSOR, f"{name} is {list(shapes[name])} but {CONFIG_NAME} implies {list(want)}"
+            )
 
 
 def decode(dtype: str, data: bytes) -> np.ndarray:

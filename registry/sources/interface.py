@@ -56,7 +56,11 @@ class CardClaims:
 
 @dataclass(frozen=True)
 class RepoInfo:
-    """One repo pinned to a revision: its files (name -> size in bytes) and Hub metadata."""
+    """One repo pinned to a revision: its files (name -> size in bytes) and Hub metadata.
+
+    `unsafe_links` names the links of a folder that cannot be read as part of the repo (they point outside
+    it, or nowhere) with why; the checks refuse a repo that has any (`registry.compat.check_links`).
+    """
 
     repo_id: str
     revision: str
@@ -66,6 +70,7 @@ class RepoInfo:
     downloads: int | None = None
     likes: int | None = None
     last_modified: datetime | None = None
+    unsafe_links: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int | None:

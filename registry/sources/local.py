@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,14 +16,14 @@ from registry.constants import CONFIG_NAME, MODEL_CARD
 from registry.errors import RegistryError
 from registry.sources.interface import CardClaims, RepoInfo, validate_filename, validate_repo_id
 
-# Content shas are cached by each file's (size, mtime) so repeated reads do not rehash the weights.
+# Content shas are cached by each file's (real path, size, mtime) so repeated reads do not rehash the weights.
 _FILE_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 hex of a file, cached by (path, size, mtime)."""
+    """sha256 hex of a file (through a link: of what it points to), cached by (real path, size, mtime)."""
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
     cached = _FILE_SHA_CACHE.get(key)
     if cached is None:
         digest = hashlib.sha256()
@@ -33,19 +34,75 @@ def file_sha256(path: Path) -> str:
     return cached
 
 
-def repo_files(folder: Path) -> dict[str, int]:
-    """Relative path -> size of every regular file in a repo folder (hidden files and links skipped)."""
+@dataclass(frozen=True)
+class FolderListing:
+    """What a repo folder holds, links resolved.
+
+    Attributes:
+        files: relative path -> size of every regular file and of every link to one inside the repo (read
+            and hashed through the link like any file), in content-sha order; hidden paths left out.
+        unsafe: relative path -> why, for each link that points outside the repo or to nothing.
+    """
+
+    files: dict[str, int]
+    unsafe: dict[str, str]
+
+
+def link_roots(folder: Path) -> tuple[Path, ...]:
+    """Where a repo folder's links may point: inside the folder, and for a Hugging Face cache snapshot
+    (`models--org--name/snapshots/<rev>/`, whose files are all links into that repo's `blobs/`) there."""
+    real = Path(folder).resolve()
+    if real.parent.name == "snapshots" and real.parent.parent.name.startswith("models--"):
+        return (real, real.parent.parent / "blobs")
+    return (real,)
+
+
+def _link_problem(path: Path, roots: tuple[Path, ...]) -> str | None:
+    """Why the link `path` cannot be read as part of the repo, or None if it points inside it."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing target, or a loop of links
+        return f"is a link to a missing file ({os.readlink(path)})"
+    if not any(target.is_relative_to(root) for root in roots):
+        return f"links outside the repo (to {target})"
+    return None
+
+
+def list_folder(folder: Path) -> FolderListing:
+    """Every file of a repo folder, links resolved: those inside count as files, the others as unsafe."""
+    folder = Path(folder)
+    roots = link_roots(folder)
     files: dict[str, int] = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or path.is_symlink() or not path.is_file():
-            continue
-        files[rel.as_posix()] = path.stat().st_size
-    return files
+    unsafe: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):  # links to folders are listed, never entered
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in [*filenames, *(d for d in dirnames if (here / d).is_symlink())]:
+            path = here / name
+            rel = path.relative_to(folder).as_posix()
+            if name.startswith("."):
+                continue
+            if path.is_symlink() and (why := _link_problem(path, roots)) is not None:
+                unsafe[rel] = why
+            elif path.is_file():
+                files[rel] = path.stat().st_size
+    # sorted by path parts, as `sorted(Path.rglob(...))` ordered them: content shas stay what they were
+    return FolderListing(
+        files=dict(sorted(files.items(), key=lambda item: item[0].split("/"))),
+        unsafe=dict(sorted(unsafe.items())),
+    )
+
+
+def repo_files(folder: Path) -> dict[str, int]:
+    """Relative path -> size of every file in a repo folder (`list_folder(folder).files`)."""
+    return list_folder(folder).files
 
 
 def content_sha(folder: Path) -> str:
     """The revision of a local repo: sha1 over its sorted (relative path, sha256 of the file) pairs.
+
+    A link inside the repo is hashed as the file it points to, so retargeting it changes the revision; an
+    unsafe link (outside the repo, or dangling) is hashed as what `list_folder` says of it.
 
     Args:
         folder: the repo folder.
@@ -53,10 +110,35 @@ def content_sha(folder: Path) -> str:
     Returns:
         40 hex digits, like a git commit sha, stable across machines for the same files.
     """
+    listing = list_folder(folder)
     digest = hashlib.sha1()
-    for rel in repo_files(folder):
+    for rel in listing.files:
         digest.update(rel.encode() + b"\0" + file_sha256(folder / rel).encode() + b"\n")
+    for rel, why in listing.unsafe.items():
+        digest.update(rel.encode() + b"\0link " + why.encode() + b"\n")
     return digest.hexdigest()
+
+
+def confined_file(folder: Path, filename: str, *, label: str) -> Path:
+    """`folder/filename` (a validated name) if it is a file that resolves inside the repo.
+
+    Raises:
+        RegistryError: if there is no such file, or it is reached through a link leading outside the repo.
+    """
+    path = folder / filename
+    if not path.is_file():
+        raise RegistryError(f"{label}: no file {filename}")
+    real = path.resolve()
+    if not any(real.is_relative_to(root) for root in link_roots(folder)):
+        raise RegistryError(f"{label}: {filename} links outside the repo (to {real})")
+    return path
+
+
+def read_range_of(path: Path, start: int, length: int) -> bytes:
+    """`length` bytes of a file from offset `start` (fewer if the file is shorter)."""
+    with path.open("rb") as fh:
+        fh.seek(start, os.SEEK_SET)
+        return fh.read(length)
 
 
 def parse_card(text: str) -> CardClaims:
@@ -120,6 +202,13 @@ def _model_type(folder: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _card(folder: Path) -> CardClaims:
+    try:
+        return parse_card((folder / MODEL_CARD).read_text(errors="replace"))
+    except OSError:
+        return CardClaims()
+
+
 class LocalSource:
     """Repos in `<root>/<org>/<name>/`; the revision of each is its `content_sha`."""
 
@@ -164,7 +253,7 @@ class LocalSource:
                 if search and search.lower() not in repo_id.lower():
                     continue
                 if filters:
-                    card = self._card(repo)
+                    card = _card(repo)
                     tags = set(card_tags(card, model_type=_model_type(repo)))
                     if not set(filters) <= tags:
                         continue
@@ -173,13 +262,6 @@ class LocalSource:
                 count += 1
                 yield repo_id
 
-    @staticmethod
-    def _card(folder: Path) -> CardClaims:
-        try:
-            return parse_card((folder / MODEL_CARD).read_text(errors="replace"))
-        except OSError:
-            return CardClaims()
-
     def repo_info(self, repo_id: str, *, revision: str | None = None) -> RepoInfo:
         """The repo's files, card claims and content sha.
 
@@ -187,24 +269,22 @@ class LocalSource:
             RegistryError: if the repo is missing or `revision` is not the folder's current content.
         """
         folder = self._pinned(repo_id, revision)
-        files = repo_files(folder)
-        card = self._card(folder)
-        mtime = max((folder / f).stat().st_mtime for f in files) if files else None
+        listing = list_folder(folder)
+        card = _card(folder)
+        mtime = max((folder / f).stat().st_mtime for f in listing.files) if listing.files else None
         return RepoInfo(
             repo_id=repo_id,
             revision=content_sha(folder),
-            files=files,
+            files=listing.files,
             card=card,
             tags=card_tags(card, model_type=_model_type(folder)),
             last_modified=datetime.fromtimestamp(mtime, tz=UTC) if mtime else None,
+            unsafe_links=listing.unsafe,
         )
 
     def file_path(self, repo_id: str, revision: str, filename: str) -> Path:
-        """The file on disk (no copy)."""
-        path = self._folder(repo_id) / validate_filename(repo_id, filename)
-        if not path.is_file():
-            raise RegistryError(f"{repo_id}: no file {filename}")
-        return path
+        """The file on disk (no copy); never through a link leading outside the repo."""
+        return confined_file(self._folder(repo_id), validate_filename(repo_id, filename), label=repo_id)
 
     def read_file(self, repo_id: str, revision: str, filename: str) -> bytes:
         """The whole file's bytes."""
@@ -214,9 +294,7 @@ class LocalSource:
 
     def read_range(self, repo_id: str, revision: str, filename: str, start: int, length: int) -> bytes:
         """`length` bytes from offset `start` (fewer if the file is shorter)."""
-        with self.file_path(repo_id, revision, filename).open("rb") as fh:
-            fh.seek(start, os.SEEK_SET)
-            data = fh.read(length)
+        data = read_range_of(self.file_path(repo_id, revision, filename), start, length)
         self.bytes_read += len(data)
         return data
 
@@ -239,3 +317,53 @@ def source_for_folder(folder: Path) -> tuple[LocalSource, str]:
     if not folder.is_dir():
         raise RegistryError(f"{folder}: no such model folder")
     return LocalSource(folder.parent.parent), f"{folder.parent.name}/{folder.name}"
+
+
+class FolderSource:
+    """One model folder given by path, read as a source holding one repo whose id is the folder's path.
+
+    The registry's checks run on it unchanged (`registry.compat.check_folder`). Its revision is left empty:
+    the content sha would hash every weight, and no check needs it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder).expanduser()
+        self.name = str(self.folder)
+        self.bytes_read = 0
+
+    def list_repos(
+        self, *, search: str | None = None, filters: tuple[str, ...] = (), limit: int | None = None
+    ) -> Iterator[str]:
+        """The one repo."""
+        yield self.name
+
+    def repo_info(self, repo_id: str | None = None, *, revision: str | None = None) -> RepoInfo:
+        """The folder's files (links resolved, unsafe ones named) and card claims."""
+        listing = list_folder(self.folder)
+        return RepoInfo(
+            repo_id=self.name,
+            revision=revision or "",
+            files=listing.files,
+            card=_card(self.folder),
+            unsafe_links=listing.unsafe,
+        )
+
+    def file_path(self, repo_id: str, revision: str, filename: str) -> Path:
+        """The file on disk; never through a link leading outside the folder."""
+        return confined_file(self.folder, validate_filename(self.name, filename), label=self.name)
+
+    def read_file(self, repo_id: str, revision: str, filename: str) -> bytes:
+        """The whole file's bytes."""
+        data = self.file_path(repo_id, revision, filename).read_bytes()
+        self.bytes_read += len(data)
+        return data
+
+    def read_range(self, repo_id: str, revision: str, filename: str, start: int, length: int) -> bytes:
+        """`length` bytes from offset `start` (fewer if the file is shorter)."""
+        data = read_range_of(self.file_path(repo_id, revision, filename), start, length)
+        self.bytes_read += len(data)
+        return data
+
+    def model_dir(self, repo_id: str, revision: str) -> Path:
+        """The folder itself."""
+        return self.folder

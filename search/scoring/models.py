@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from huggingface_hub.errors import StrictDataclassError
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from registry.compat import check_folder
 from registry.constants import CONFIG_NAME
 from registry.errors import ModelError
 from registry.pins import resolve_model_dir
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_seq2seq(
@@ -18,26 +24,28 @@ def load_seq2seq(
 ):
     """Load `(model, tokenizer)` in eval mode on the CPU.
 
-    Weights load from safetensors (pickles only through transformers' `weights_only=True` path);
-    `trust_remote_code` is never set.
+    The folder first passes the registry's checks (`registry.compat.check_folder`: links inside the repo,
+    config types and bounds, T5, safetensors headers that fit their files and the config, pickles read with
+    `weights_only=True`), so nothing is allocated for a folder the registry would refuse, and the refusal
+    reads as the registry's. Weights load from safetensors; pickle-only weights through transformers'
+    `weights_only=True` path; `trust_remote_code` is never set.
 
     Raises:
-        ModelError: if the folder is missing, its config is malformed, or it is not a T5 model.
+        ModelError: one line naming the folder and the reason.
     """
     folder = resolve_model_dir(path_or_repo, revision=revision)
-    config_path = folder / CONFIG_NAME
+    check_folder(folder)
     try:
-        config = json.loads(config_path.read_text())
-    except FileNotFoundError as exc:
-        raise ModelError(f"{path_or_repo}: no {CONFIG_NAME}") from exc
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{config_path}: malformed JSON ({exc.msg} at line {exc.lineno})") from exc
-    if config.get("model_type") != "t5":
-        raise ModelError(f"{path_or_repo}: model_type is {config.get('model_type')!r}, not 't5'")
+        # transformers validates every config field (types it declares): a bad one is the folder's fault
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except (StrictDataclassError, OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"{folder / CONFIG_NAME}: {_first_line(exc)}") from exc
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=dtype, trust_remote_code=False)
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            folder, config=config, dtype=dtype, trust_remote_code=False
+        )
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{path_or_repo}: cannot load model: {str(exc).splitlines()[0]}") from exc
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"{folder}: cannot load model: {_first_line(exc)}") from exc
     model.eval()
     return model, tokenizer

@@ -5,7 +5,9 @@ T5's token embedding is one tensor however a checkpoint spells it (`shared`, `en
 updated once (invariant 3). An untied `lm_head` (T5 v1.1 / FLAN: `tie_word_embeddings: false`) is its
 own tensor. The same names key a live model's parameters (`model_parameters`).
 
-Checkpoints are read tensor by tensor from safetensors (`model.safetensors` or shards through
+Every folder first passes the registry's checks (`registry.compat.check_folder`: links, config types and
+bounds, T5, safetensors headers, config against weights), with the registry's reasons. Checkpoints are
+then read tensor by tensor from safetensors (`model.safetensors` or shards through
 `model.safetensors.index.json`); pickle-only checkpoints are read with `torch.load(weights_only=True)` and
 nothing else. Non-float tensors are skipped.
 
@@ -15,7 +17,6 @@ nothing else. Non-float tensors are skipped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from registry.compat import shape_config
-from registry.constants import (
-    CONFIG_NAME,
-    PYTORCH_INDEX,
-    PYTORCH_SINGLE,
-    SAFETENSORS_INDEX,
-    SAFETENSORS_SINGLE,
-)
+from registry.compat import check_folder, shape_config
+from registry.constants import PYTORCH_INDEX, PYTORCH_SINGLE
 from registry.errors import ModelError
 
 EMBEDDING = "shared.weight"
@@ -40,21 +35,12 @@ _FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.floa
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    """The checkpoint's `config.json` as a dict.
+    """The checkpoint's `config.json` as a dict, once the folder passed the registry's checks.
 
     Raises:
-        ModelError: if it is missing or malformed.
+        ModelError: if the folder fails `registry.compat.check_folder` (the registry's reason).
     """
-    path = Path(folder) / CONFIG_NAME
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ModelError(f"{folder}: no {CONFIG_NAME}") from exc
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: malformed JSON ({exc.msg} at line {exc.lineno})") from exc
-    if not isinstance(config, dict):
-        raise ModelError(f"{path}: not a JSON object")
-    return config
+    return dict(check_folder(folder).config)
 
 
 def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,14 +49,14 @@ def architecture(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_same_architecture(a: Path, b: Path, *, what: str = "base") -> None:
-    """Raise unless the checkpoints in folders `a` and `b` have the same architecture.
+    """Raise unless both folders pass the registry's checks and share the same architecture.
 
     Raises:
-        ModelError: naming the first differing config field.
+        ModelError: the registry's reason for a folder it would refuse, else naming the first differing
+            config field.
     """
-    arch_a, arch_b = architecture(read_config(a)), architecture(read_config(b))
-    if arch_a["model_type"] != "t5":
-        raise ModelError(f"{a}: model_type is {arch_a['model_type']!r}, not 't5'")
+    arch_a = architecture(check_folder(a).config)
+    arch_b = architecture(check_folder(b).config)
     for key, value in arch_a.items():
         if value != arch_b[key]:
             raise ModelError(
@@ -81,58 +67,33 @@ def check_same_architecture(a: Path, b: Path, *, what: str = "base") -> None:
 class Checkpoint:
     """Lazy access to a checkpoint folder's float tensors under canonical names.
 
+    The folder first passes the registry's checks (`registry.compat.check_folder`), so a folder the registry
+    would refuse is refused with its reason before any tensor is read.
+
     Args:
         folder: a model folder (config.json + safetensors, sharded or not, or a pickle as last resort).
 
     Raises:
-        ModelError: if the folder has no weights or a weight file is unreadable.
+        ModelError: if the folder fails the checks or a weight file is unreadable.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.config = read_config(self.folder)
+        report = check_folder(self.folder)
+        self.config = dict(report.config)
         self._handles: dict[Path, Any] = {}
         self._pickles: dict[Path, dict[str, torch.Tensor]] = {}
         self.key_file: dict[str, Path] = {}
-        self.pickle = False
-        single, index = self.folder / SAFETENSORS_SINGLE, self.folder / SAFETENSORS_INDEX
-        if single.is_file():
-            self._add_safetensors(single)
-        elif index.is_file():
-            for shard in sorted(set(self._weight_map(index).values())):
-                self._add_safetensors(self._shard(index, shard))
-        elif (self.folder / PYTORCH_SINGLE).is_file() or (self.folder / PYTORCH_INDEX).is_file():
-            self.pickle = True
-            if (self.folder / PYTORCH_SINGLE).is_file():
-                files = [self.folder / PYTORCH_SINGLE]
-            else:
-                idx = self.folder / PYTORCH_INDEX
-                files = [self._shard(idx, s) for s in sorted(set(self._weight_map(idx).values()))]
-            for path in files:
-                self._add_pickle(path)
-        else:
-            raise ModelError(
-                f"{self.folder}: no weights ({SAFETENSORS_SINGLE}, {SAFETENSORS_INDEX} or a pickle)"
-            )
+        self.pickle = report.pickle
+        if report.layout is not None:
+            for name in sorted({entry.file for entry in report.layout.tensors.values()}):
+                self._add_safetensors(self.folder / name)
+        elif report.pickled is not None:
+            # all shards in one state dict, read by the check with weights_only=True as the registry reads them
+            name = PYTORCH_SINGLE if PYTORCH_SINGLE in report.files else PYTORCH_INDEX
+            self._add_state(self.folder / name, report.pickled)
         self.untied_lm_head = self._untied()
         self.names = self._canonical_names()
-
-    def _weight_map(self, index: Path) -> dict[str, str]:
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ModelError(f"{index}: malformed index (no weight_map)") from exc
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise ModelError(f"{index}: empty weight_map")
-        return weight_map
-
-    def _shard(self, index: Path, name: str) -> Path:
-        path = (self.folder / name).resolve()
-        if not isinstance(name, str) or "/" in name or "\\" in name or path.parent != self.folder.resolve():
-            raise ModelError(f"{index}: unsafe shard name {name!r}")
-        if not path.is_file():
-            raise ModelError(f"{index}: shard {name} is missing")
-        return path
 
     def _add_safetensors(self, path: Path) -> None:
         try:
@@ -146,14 +107,8 @@ class Checkpoint:
             if dtypes[key] in _FLOAT_DTYPES:
                 self.key_file[key] = path
 
-    def _add_pickle(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # weights_only refuses anything that is not plain tensors
-            raise ModelError(f"{path}: unreadable pickle checkpoint ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(state, dict):
-            raise ModelError(f"{path}: pickle checkpoint is not a state dict")
-        self._pickles[path] = state
+    def _add_state(self, path: Path, state: Mapping[str, Any]) -> None:
+        self._pickles[path] = dict(state)
         for key, value in state.items():
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 self.key_file[key] = path
