@@ -209,7 +209,28 @@ def _card(folder: Path) -> CardClaims:
         return CardClaims()
 
 
-class LocalSource:
+class _FileReads:
+    """Reads through `file_path` (confined to the repo), counted in `bytes_read`: both local sources."""
+
+    bytes_read: int
+
+    def file_path(self, repo_id: str, revision: str, filename: str) -> Path:
+        raise NotImplementedError
+
+    def read_file(self, repo_id: str, revision: str, filename: str) -> bytes:
+        """The whole file's bytes."""
+        data = self.file_path(repo_id, revision, filename).read_bytes()
+        self.bytes_read += len(data)
+        return data
+
+    def read_range(self, repo_id: str, revision: str, filename: str, start: int, length: int) -> bytes:
+        """`length` bytes from offset `start` (fewer if the file is shorter)."""
+        data = read_range_of(self.file_path(repo_id, revision, filename), start, length)
+        self.bytes_read += len(data)
+        return data
+
+
+class LocalSource(_FileReads):
     """Repos in `<root>/<org>/<name>/`; the revision of each is its `content_sha`."""
 
     def __init__(self, root: Path) -> None:
@@ -286,18 +307,6 @@ class LocalSource:
         """The file on disk (no copy); never through a link leading outside the repo."""
         return confined_file(self._folder(repo_id), validate_filename(repo_id, filename), label=repo_id)
 
-    def read_file(self, repo_id: str, revision: str, filename: str) -> bytes:
-        """The whole file's bytes."""
-        data = self.file_path(repo_id, revision, filename).read_bytes()
-        self.bytes_read += len(data)
-        return data
-
-    def read_range(self, repo_id: str, revision: str, filename: str, start: int, length: int) -> bytes:
-        """`length` bytes from offset `start` (fewer if the file is shorter)."""
-        data = read_range_of(self.file_path(repo_id, revision, filename), start, length)
-        self.bytes_read += len(data)
-        return data
-
     def model_dir(self, repo_id: str, revision: str) -> Path:
         """The repo folder, after checking it still holds `revision`.
 
@@ -319,7 +328,7 @@ def source_for_folder(folder: Path) -> tuple[LocalSource, str]:
     return LocalSource(folder.parent.parent), f"{folder.parent.name}/{folder.name}"
 
 
-class FolderSource:
+class FolderSource(_FileReads):
     """One model folder given by path, read as a source holding one repo whose id is the folder's path.
 
     The registry's checks run on it unchanged (`registry.compat.check_folder`). Its revision is left empty:
@@ -351,18 +360,6 @@ class FolderSource:
     def file_path(self, repo_id: str, revision: str, filename: str) -> Path:
         """The file on disk; never through a link leading outside the folder."""
         return confined_file(self.folder, validate_filename(self.name, filename), label=self.name)
-
-    def read_file(self, repo_id: str, revision: str, filename: str) -> bytes:
-        """The whole file's bytes."""
-        data = self.file_path(repo_id, revision, filename).read_bytes()
-        self.bytes_read += len(data)
-        return data
-
-    def read_range(self, repo_id: str, revision: str, filename: str, start: int, length: int) -> bytes:
-        """`length` bytes from offset `start` (fewer if the file is shorter)."""
-        data = read_range_of(self.file_path(repo_id, revision, filename), start, length)
-        self.bytes_read += len(data)
-        return data
 
     def model_dir(self, repo_id: str, revision: str) -> Path:
         """The folder itself."""
