@@ -1,21 +1,84 @@
-"""Helpers for the search tests: a registry synced from a zoo's `hub/`, and the CLI as a subprocess."""
+"""Helpers for the search tests: registry databases built from a zoo's `hub/`, copies of them, the CLI as a
+subprocess.
+
+The shared fixtures in `tests/conftest.py` (`synced_zoo`, `screened_sst2`, `synced_db`, `screened_db`) build
+each database once per session with these helpers and hand every test (or module) a copy of its own.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from registry.db import dispose_engines
+from registry.sync import sync
+from search.screen import screen
+
 SEARCH_SIZE = 200  # small search split: quick trials, still enough examples for three pruning rungs
+SCREEN_GRID = (0.2, 0.5, 1.0)  # a short grid keeps the tests quick; the CLI's default grid is longer
+DB_NAME = "taskvec.db"
+_SQLITE_FILES = ("", "-wal", "-shm")  # a database and its write-ahead log, should one be left
+_BUILT = ".complete"  # stamp of a finished build: a build interrupted midway is redone, never reused
+
+
+@dataclass(frozen=True)
+class ZooHome:
+    """A folder of one test (or one test module) on the tiny zoo: its own registry database and caches."""
+
+    zoo: Path
+    home: Path
+
+    @property
+    def url(self) -> str:
+        """The registry database of this folder."""
+        return f"sqlite:///{self.home / DB_NAME}"
+
+    @property
+    def data(self) -> Path:
+        """The zoo's GLUE-layout data."""
+        return self.zoo / "glue"
+
+    @property
+    def hub(self) -> Path:
+        """The zoo's Hub-like folder of repos."""
+        return self.zoo / "hub"
+
+    @property
+    def cache(self) -> Path:
+        """A vector cache of this folder only."""
+        return self.home / "vectors"
+
+    @property
+    def storage(self) -> str:
+        """An Optuna storage of this folder only."""
+        return f"sqlite:///{self.home / 'optuna.db'}"
 
 
 def sync_zoo(zoo: Path, *, db_url: str) -> None:
     """Sync the registry from the zoo's hub with the registry's own sync (the real path)."""
-    from registry.sync import sync
-
     sync(base=str(zoo / "hub" / "pico" / "t5-pico"), source=str(zoo / "hub"), db_url=db_url, progress=False)
+
+
+def screen_sst2(zoo: Path, *, db_url: str, vector_cache: Path) -> None:
+    """Screen the sst2 target's candidates over `SCREEN_GRID` into `db_url` (already synced)."""
+    screen(
+        task="sst2",
+        target="pico/t5-pico-sst2",
+        db_url=db_url,
+        data_dir=zoo / "glue",
+        lambdas=SCREEN_GRID,
+        search_size=SEARCH_SIZE,
+        vector_cache=vector_cache,
+        progress=False,
+    )
 
 
 def compatible_non_base(zoo: Path) -> set[str]:
@@ -36,45 +99,49 @@ def taskvec(*args: str, home: Path, timeout: float = 300) -> subprocess.Complete
     )
 
 
-SCREEN_GRID = (0.2, 0.5, 1.0)  # a short grid keeps the tests quick; the CLI's default grid is longer
-_SCREENED: dict[Path, Path] = {}
-
-
-def screened_sst2_copy(zoo: Path, *, factory, dest: Path) -> str:
-    """A database synced from `zoo` with the sst2 target screened, copied to `dest` (one screening per run).
-
-    Args:
-        zoo: the tiny zoo.
-        factory: pytest's `tmp_path_factory` (where the shared original lives).
-        dest: folder of the copy.
-
-    Returns:
-        The copy's URL.
-    """
-    import shutil
-
-    from registry.db import dispose_engines
-    from search.screen.run import screen
-
-    if zoo not in _SCREENED:
-        home = factory.mktemp("sst2-screened")
-        url = f"sqlite:///{home / 'taskvec.db'}"
-        sync_zoo(zoo, db_url=url)
-        screen(
-            task="sst2",
-            target="pico/t5-pico-sst2",
-            db_url=url,
-            data_dir=zoo / "glue",
-            lambdas=SCREEN_GRID,
-            search_size=SEARCH_SIZE,
-            vector_cache=home / "vectors",
-            progress=False,
-        )
-        dispose_engines()  # closing the last connection checkpoints SQLite's WAL into the file
-        _SCREENED[zoo] = home / "taskvec.db"
+def copy_database(src: Path, dest: Path) -> str:
+    """Copy the SQLite database `src` (with its WAL, should one be left) to `dest/taskvec.db`; its URL."""
     dest.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(str(_SCREENED[zoo]) + suffix)
-        if src.exists():
-            shutil.copy(src, Path(str(dest / "taskvec.db") + suffix))
-    return f"sqlite:///{dest / 'taskvec.db'}"
+    for suffix in _SQLITE_FILES:
+        path = Path(f"{src}{suffix}")
+        if path.exists():
+            shutil.copy(path, Path(f"{dest / DB_NAME}{suffix}"))
+    return f"sqlite:///{dest / DB_NAME}"
+
+
+def synced_original(zoo: Path, *, root: Path) -> Path:
+    """The database synced from `zoo`, built once under `root` (reused while its stamp is there)."""
+    home = root / f"synced-{_key(zoo)}"
+    if not (home / _BUILT).exists():
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        sync_zoo(zoo, db_url=f"sqlite:///{home / DB_NAME}")
+        dispose_engines()  # closing the last connection checkpoints SQLite's WAL into the file
+        (home / _BUILT).touch()
+    return home / DB_NAME
+
+
+def screened_original(zoo: Path, *, root: Path) -> Path:
+    """A copy of `synced_original` with the sst2 target screened, built once under `root`."""
+    home = root / f"sst2-screened-{_key(zoo)}"
+    if not (home / _BUILT).exists():
+        shutil.rmtree(home, ignore_errors=True)
+        url = copy_database(synced_original(zoo, root=root), home)
+        screen_sst2(zoo, db_url=url, vector_cache=home / "vectors")
+        dispose_engines()
+        (home / _BUILT).touch()
+    return home / DB_NAME
+
+
+def screened_sst2_copy(zoo: Path, *, factory: pytest.TempPathFactory, dest: Path) -> str:
+    """A database synced from `zoo` with the sst2 target screened, copied to `dest`; the copy's URL.
+
+    The `screened_sst2` fixture is the same copy for tests that take fixtures; both share one screening
+    per session, built under the session's base temp folder.
+    """
+    return copy_database(screened_original(zoo, root=factory.getbasetemp()), dest)
+
+
+def _key(zoo: Path) -> str:
+    """A short name per zoo, so that two zoos in one session never share a database."""
+    return hashlib.sha1(str(zoo.resolve()).encode()).hexdigest()[:8]

@@ -1,19 +1,22 @@
-"""Tiny real T5 repos written with `save_pretrained` for registry tests (no zoo needed)."""
+"""Tiny real T5 repos written with `save_pretrained` for registry, merge and task-vector tests (no zoo)."""
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import T5Config, T5ForConditionalGeneration
 
 WORDS = [f"w{i}" for i in range(40)]
 
 
 def write_tokenizer(out: Path, *, permute: bool = False) -> None:
     """A word-level tokenizer.json (ids permuted: same words, other ids)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
     tokens = ["<pad>", "</s>", "<unk>", *WORDS]
     if permute:
         tokens = tokens[:3] + list(reversed(tokens[3:]))
@@ -26,8 +29,6 @@ def write_tokenizer(out: Path, *, permute: bool = False) -> None:
 
 def new_t5(*, seed: int, d_model: int = 32, feed_forward_proj: str = "relu"):
     """A randomly initialised pico T5 (vocab 43 + 5 spare ids, 1+1 layers)."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
     torch.manual_seed(seed)
     config = T5Config(
         vocab_size=48,
@@ -48,8 +49,6 @@ def new_t5(*, seed: int, d_model: int = 32, feed_forward_proj: str = "relu"):
 
 def perturbed(model, *, seed: int, scale: float):
     """A copy of `model` with every weight moved by `scale` x its own std of Gaussian noise (a stand-in fine-tune)."""
-    import copy
-
     clone = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -89,8 +88,6 @@ def make_world(root: Path) -> dict[str, str]:
     save_repo(new_t5(seed=6), root / "t/stranger", card_base="t/base")  # false claim
     expected["t/stranger"] = "lineage_mismatch"
 
-    from safetensors.torch import save_file
-
     save_repo(perturbed(base, seed=7, scale=0.05), root / "t/head", card_base="t/base")
     state = _load(root / "t/head/model.safetensors")
     state["classifier.weight"] = torch.zeros(2, 32)
@@ -128,6 +125,37 @@ def make_world(root: Path) -> dict[str, str]:
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     return dict(load_file(str(path)))
+
+
+def _save_untied(folder: Path, state: dict[str, torch.Tensor]) -> None:
+    """Rewrite a saved repo as T5 v1.1 / FLAN does: its own lm_head tensor, `tie_word_embeddings: false`."""
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def make_base(root: Path, family: str) -> Path:
+    """A base checkpoint: ReLU + tied embeddings (original T5) or gated-gelu + untied lm_head (v1.1)."""
+    folder = root / f"base-{family}"
+    if family == "original":
+        save_repo(new_t5(seed=0), folder)
+    else:
+        save_repo(new_t5(seed=0, feed_forward_proj="gated-gelu"), folder)
+        state = load_file(str(folder / "model.safetensors"))
+        gen = torch.Generator().manual_seed(99)
+        state["lm_head.weight"] = torch.randn(state["shared.weight"].shape, generator=gen)
+        _save_untied(folder, state)
+    return folder
+
+
+def make_finetune(base: Path, out: Path, *, seed: int, scale: float = 0.05) -> Path:
+    """A stand-in fine-tune: the base with every float tensor moved by Gaussian noise."""
+    shutil.copytree(base, out)
+    state = load_file(str(base / "model.safetensors"))
+    gen = torch.Generator().manual_seed(seed)
+    for name, t in state.items():
+        state[name] = t + torch.randn(t.shape, generator=gen) * scale * (t.std() + 1e-3)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out

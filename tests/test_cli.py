@@ -11,16 +11,15 @@ import sys
 import optuna
 import pytest
 import typer
-from search_world import SEARCH_SIZE, screened_sst2_copy, taskvec
 from typer.testing import CliRunner
 
 import search.screen
 import search.study
-from registry.db import dispose_engines
 from search import leaderboard
 from search.cli import app
 from search.cli._options import Default
 from search.study import SearchConfig
+from tests.search_world import SEARCH_SIZE, taskvec
 
 HEAVY = ("torch", "transformers", "optuna", "sklearn", "datasets")
 
@@ -93,35 +92,26 @@ def test_every_default_names_a_parameter_of_its_owner():
     assert {name for name, _, _ in resolved} >= {"finetune", "eval", "merge", "screen", "helpful", "search"}
 
 
-# --- on the tiny zoo -------------------------------------------------------------------------------------
+# --- on the tiny zoo: this module's copy of the screened registry (`screened_db`, tests/conftest.py) ------
 
 
-@pytest.fixture(scope="module")
-def world(tiny_zoo, tmp_path_factory):
-    home = tmp_path_factory.mktemp("cli")
-    url = screened_sst2_copy(tiny_zoo, factory=tmp_path_factory, dest=home)
-    dispose_engines()
-    yield {"zoo": tiny_zoo, "url": url, "home": home, "storage": f"sqlite:///{home / 'optuna.db'}"}
-    dispose_engines()
-
-
-def _search(world, *extra: str):
+def _search(screened_db, *extra: str):
     return taskvec(
-        "search", "--task", "sst2", "--target", "pico/t5-pico-sst2", "--data", str(world["zoo"] / "glue"),
+        "search", "--task", "sst2", "--target", "pico/t5-pico-sst2", "--data", str(screened_db.data),
         "--search-size", str(SEARCH_SIZE), "--top-k", "2", "--trials", "2", "--no-pruning",
-        "--heldout-top", "0", "--db", world["url"], "--storage", world["storage"], *extra,
-        home=world["home"],
+        "--heldout-top", "0", "--db", screened_db.url, "--storage", screened_db.storage, *extra,
+        home=screened_db.home,
     )  # fmt: skip
 
 
 @pytest.mark.slow
-def test_search_option_is_stored_with_the_study_and_its_rows(world):
-    out = _search(world, "--method", "ties", "--option", "density=0.5", "--json")
+def test_search_option_is_stored_with_the_study_and_its_rows(screened_db):
+    out = _search(screened_db, "--method", "ties", "--option", "density=0.5", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     name = json.loads(out.stdout.splitlines()[-1])["study_name"]
-    rows = leaderboard.query(db_url=world["url"], study=name)
+    rows = leaderboard.query(db_url=screened_db.url, study=name)
     assert rows and all(r["method"] == "ties" and r["method_options"] == {"density": 0.5} for r in rows)
-    study = optuna.load_study(study_name=name, storage=world["storage"])
+    study = optuna.load_study(study_name=name, storage=screened_db.storage)
     assert '"density": 0.5' in json.dumps(study.user_attrs)
 
 
@@ -134,16 +124,16 @@ def test_search_option_is_stored_with_the_study_and_its_rows(world):
         ("density", "KEY=VALUE"),
     ],
 )
-def test_bad_search_option_is_a_one_line_error(world, option, message):
-    out = _search(world, "--method", "ties", "--option", option)
+def test_bad_search_option_is_a_one_line_error(screened_db, option, message):
+    out = _search(screened_db, "--method", "ties", "--option", option)
     assert out.returncode == 1, out.stdout + out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert "Traceback" not in out.stderr and len(errors) == 1 and message in errors[0], out.stderr
 
 
 @pytest.mark.slow
-def test_helpful_csv(world):
-    out = taskvec("helpful", "--task", "sst2", "--csv", "--db", world["url"], home=world["home"])
+def test_helpful_csv(screened_db):
+    out = taskvec("helpful", "--task", "sst2", "--csv", "--db", screened_db.url, home=screened_db.home)
     assert out.returncode == 0, out.stderr
     header, *lines = out.stdout.splitlines()
     assert header.startswith("repo_id,revision,status,gain,") and lines

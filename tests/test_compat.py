@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 
@@ -12,23 +13,22 @@ import torch
 from registry import compat
 from registry.compat import Reject, check_repo, parse_safetensors_header, profile_base, shape_config
 from registry.errors import ModelError, RegistryError
-from registry.sources import validate_repo_id
-from registry.sources.local import LocalSource, content_sha, parse_card
-from tests.t5_repos import make_world, new_t5, perturbed, save_repo
+from registry.sources import LocalSource, validate_repo_id
+from registry.sources.local import content_sha, parse_card
+from tests.t5_repos import new_t5, perturbed, save_repo
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("world") / "hub"
-    expected = make_world(root)
+def profiled_hub(t5_hub):
+    """(root, expected, source, base profile) over the shared tiny T5 repos (`t5_hub`, tests/conftest.py)."""
+    root, expected = t5_hub
     source = LocalSource(root)
     base = profile_base(source, source.repo_info("t/base"))
     return root, expected, source, base
 
 
-def test_every_repo_gets_its_expected_verdict(world):
-    _, expected, source, base = world
+def test_every_repo_gets_its_expected_verdict(profiled_hub):
+    _, expected, source, base = profiled_hub
     for repo_id, want in expected.items():
         report = check_repo(source, source.repo_info(repo_id), base)
         if want == "compatible":
@@ -39,8 +39,8 @@ def test_every_repo_gets_its_expected_verdict(world):
             assert report.status == compat.STATUS_BY_CODE[want]
 
 
-def test_reasons_name_what_was_seen(world):
-    _, _, source, base = world
+def test_reasons_name_what_was_seen(profiled_hub):
+    _, _, source, base = profiled_hub
 
     def reason(repo_id: str) -> str:
         return check_repo(source, source.repo_info(repo_id), base).reason
@@ -55,22 +55,22 @@ def test_reasons_name_what_was_seen(world):
     assert "not valid JSON" in reason("t/badjson") and "t/badjson/config.json" in reason("t/badjson")
 
 
-def test_lineage_separates_finetunes_from_independent_inits(world):
-    _, _, source, base = world
+def test_lineage_separates_finetunes_from_independent_inits(profiled_hub):
+    _, _, source, base = profiled_hub
     near = check_repo(source, source.repo_info("t/ft-a"), base).lineage_distance
     far = check_repo(source, source.repo_info("t/stranger"), base).lineage_distance
     assert near < 0.2 < compat.LINEAGE_MAX_DISTANCE < 1.2 < far
 
 
-def test_nan_in_unprobed_tensor_is_caught_only_by_the_weight_scan(world):
-    _, _, source, base = world
+def test_nan_in_unprobed_tensor_is_caught_only_by_the_weight_scan(profiled_hub):
+    _, _, source, base = profiled_hub
     info = source.repo_info("t/nan")
     assert check_repo(source, info, base, verify_weights=False).status == "compatible"
     assert check_repo(source, info, base, verify_weights=True).reason_code == "integrity"
 
 
-def test_same_vocabulary_in_other_bytes_is_compatible(world, tmp_path):
-    root, _, _, _ = world
+def test_same_vocabulary_in_other_bytes_is_compatible(profiled_hub, tmp_path):
+    root, _, _, _ = profiled_hub
     source_root = tmp_path / "hub"
     base = new_t5(seed=0)
     save_repo(base, source_root / "t/base")
@@ -125,15 +125,15 @@ def test_shape_config_fills_t5_defaults():
     assert shapes["feed_forward_proj"] == "relu" and shapes["tie_word_embeddings"] is True
 
 
-def test_base_that_is_not_t5_is_a_model_error(world):
-    _, _, source, _ = world
+def test_base_that_is_not_t5_is_a_model_error(profiled_hub):
+    _, _, source, _ = profiled_hub
     with pytest.raises(ModelError, match="t/bart.*not_t5"):
         profile_base(source, source.repo_info("t/bart"))
 
 
 @pytest.mark.parametrize("repo_id", ["../etc", "a/../../b", "/abs/path", "a/b/c", "a\\b", "", "a/.."])
-def test_repo_ids_that_could_traverse_paths_are_refused(repo_id, world):
-    _, _, source, _ = world
+def test_repo_ids_that_could_traverse_paths_are_refused(repo_id, profiled_hub):
+    _, _, source, _ = profiled_hub
     with pytest.raises(RegistryError, match="invalid repo id"):
         validate_repo_id(repo_id)
     with pytest.raises(RegistryError):
@@ -157,8 +157,8 @@ def test_card_claims_are_parsed_and_bad_yaml_claims_nothing():
     assert parse_card("no front matter").license is None
 
 
-def test_pickles_are_verified_only_on_request_and_only_with_weights_only(world):
-    _, _, source, base = world
+def test_pickles_are_verified_only_on_request_and_only_with_weights_only(profiled_hub):
+    _, _, source, base = profiled_hub
     info = source.repo_info("t/pickle")
     assert check_repo(source, info, base).reason_code == "pickle_only"
     report = check_repo(source, info, base, verify_pickles=True)
@@ -173,13 +173,11 @@ class _Payload:
         self.marker = marker
 
     def __reduce__(self):
-        import os
-
         return (os.makedirs, (self.marker,))
 
 
-def test_malicious_pickle_is_refused_and_never_executed(world, tmp_path):
-    root, _, _, _ = world
+def test_malicious_pickle_is_refused_and_never_executed(profiled_hub, tmp_path):
+    root, _, _, _ = profiled_hub
     repo = tmp_path / "hub/t/evil"
     shutil.copytree(root / "t/pickle", repo)
     marker = tmp_path / "pwned"

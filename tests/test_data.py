@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pandas as pd
 import pytest
 
 from search.errors import DataError
-from search.tasks.data import load_frame, load_split, search_size, stratified_positions
+from search.tasks import load_frame, load_split
+from search.tasks.data import search_size, stratified_positions
 
 
 def write_glue(
@@ -148,8 +150,6 @@ def test_missing_and_corrupt_files(tmp_path):
 
 def test_hub_path_through_datasets_on_a_local_stand_in(tmp_path, monkeypatch):
     """`datasets.load_dataset(repo, task)` on a folder laid out (and configured) like nyu-mll/glue."""
-    import datasets
-
     repo = write_glue(tmp_path / "glue_repo", "rte")
     (repo / "README.md").write_text(
         "---\nconfigs:\n- config_name: rte\n  data_files:\n"
@@ -162,8 +162,6 @@ def test_hub_path_through_datasets_on_a_local_stand_in(tmp_path, monkeypatch):
 
 
 def test_offline_hub_names_the_data_dir_alternative(monkeypatch):
-    import datasets
-
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError) as exc:
         load_split("cola", split="heldout")

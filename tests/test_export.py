@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSeq2SeqLM
 
 from registry.compat import shape_config
 from registry.errors import ModelError, TaskvecError
 from registry.pins import pin
+from registry.sources.local import content_sha
+from registry.sync import sync
 from search.export import (
     Recipe,
     Ref,
@@ -25,8 +28,10 @@ from search.export import (
     parse_options,
     reproduce,
 )
-from tests.t5_repos import new_t5, save_repo
-from tests.test_taskvector import make_base, make_finetune
+from search.scoring import Scorer, load_seq2seq
+from search.tasks import load_split
+from search.vectors import Composer, TaskVector
+from tests.t5_repos import make_base, make_finetune, new_t5, save_repo
 
 torch.set_num_threads(1)
 
@@ -40,7 +45,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(params=("original", "v1_1"))
-def world(request, tmp_path):
+def merge_inputs(request, tmp_path):
+    """(family, base, target, c1, c2): a base of either T5 family, a target and two candidates."""
     base = make_base(tmp_path, request.param)
     target = make_finetune(base, tmp_path / "target", seed=1)
     c1 = make_finetune(base, tmp_path / "c1", seed=2, scale=0.2)
@@ -60,10 +66,8 @@ def _independent(base: Path, target: Path, adds: list[tuple[Path, float]]) -> di
 
 
 @pytest.mark.slow
-def test_merge_cli_equals_independent_sum_loads_and_rebuilds_exactly(world, tmp_path):
-    from transformers import AutoModelForSeq2SeqLM
-
-    family, base, target, c1, c2 = world
+def test_merge_cli_equals_independent_sum_loads_and_rebuilds_exactly(merge_inputs, tmp_path):
+    family, base, target, c1, c2 = merge_inputs
     out = tmp_path / "merged"
     adds = [(c1, 0.7), (c2, -0.4)]
     if family == "original":  # the real command once; the function it wraps for the other family
@@ -159,8 +163,6 @@ def test_merge_errors_are_one_line_and_write_nothing(tmp_path):
     nan = make_finetune(base, tmp_path / "nan", seed=4)
     state = load_file(str(nan / "model.safetensors"))
     state["shared.weight"][0, 0] = float("nan")
-    from safetensors.torch import save_file
-
     save_file(state, str(nan / "model.safetensors"), metadata={"format": "pt"})
     out = tmp_path / "out"
     cases = [
@@ -247,11 +249,6 @@ def test_merge_refuses_what_the_registry_refuses(tmp_path, field, value):
 @pytest.mark.slow
 def test_export_round_trip_scores_on_the_zoo(tiny_zoo, tmp_path):
     """A merged pico model, reloaded from its folder, scores exactly as the live composed model did."""
-    from search.scoring.models import load_seq2seq
-    from search.scoring.scorer import Scorer
-    from search.tasks.data import load_split
-    from search.vectors import Composer, TaskVector
-
     hub = tiny_zoo / "hub" / "pico"
     base, target = hub / "t5-pico", hub / "t5-pico-sst2"
     cands = [hub / "t5-pico-food-sst2-a", hub / "t5-pico-food-sst2-b"]
@@ -282,9 +279,6 @@ def test_export_round_trip_scores_on_the_zoo(tiny_zoo, tmp_path):
 @pytest.mark.slow
 def test_recipe_of_registry_repo_ids_rebuilds_through_the_registry(tiny_zoo, tmp_path):
     """Recipes naming repo ids (as leaderboard rows do) find their pinned folders through the registry."""
-    from registry.sources.local import content_sha
-    from registry.sync import sync
-
     db_url = f"sqlite:///{tmp_path / 'reg.db'}"
     hub = tiny_zoo / "hub"
     sync(base="pico/t5-pico", source=str(hub), search="food-sst2-a", db_url=db_url, progress=False)

@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 from safetensors import safe_open
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from benchmarks.zoo.evaluate import rank_score
 from search.errors import DataError
 from search.finetune import finetune, model_card, read_task_frame, subsample
 
@@ -19,9 +23,6 @@ def _sha(path: Path) -> str:
 
 
 def test_finetune_saves_a_loadable_deterministic_checkpoint(tiny_zoo: Path, tmp_path: Path) -> None:
-    import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     torch.set_num_threads(1)
     base = tiny_zoo / "hub" / "pico" / "t5-pico"
     kwargs = dict(base=base, task="sst2", data_dir=tiny_zoo / "glue", max_train=32, steps=6, lr=1e-3, seed=3)
@@ -46,11 +47,10 @@ def test_finetune_saves_a_loadable_deterministic_checkpoint(tiny_zoo: Path, tmp_
 
 
 def test_finetune_learns_the_task(tiny_zoo: Path, tmp_path: Path) -> None:
-    """Loss falls: 40 steps on 64 topic rows (an easy task) take the loss well below its start."""
-    import torch
+    """Loss falls: 80 steps on 64 topic rows (an easy task) take the score well above the base's.
 
-    from benchmarks.zoo.evaluate import rank_score
-
+    (40 steps reached 76 on the tiny zoo built on this machine kind: too few to call the task learnt.)
+    """
     torch.set_num_threads(1)
     base = tiny_zoo / "hub" / "pico" / "t5-pico"
     out = finetune(
@@ -59,12 +59,10 @@ def test_finetune_learns_the_task(tiny_zoo: Path, tmp_path: Path) -> None:
         data_dir=tiny_zoo / "aux" / "topic",
         out=tmp_path / "topic",
         max_train=64,
-        steps=40,
+        steps=80,
         lr=2e-3,
         progress=False,
     )
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     frame = read_task_frame(data_dir=tiny_zoo / "aux" / "topic", task="topic", split="validation")
     tok = AutoTokenizer.from_pretrained(out)
     tuned = rank_score(AutoModelForSeq2SeqLM.from_pretrained(out), tok, task="topic", frame=frame)
@@ -90,8 +88,6 @@ def test_bad_data_is_one_clear_error(tiny_zoo: Path, tmp_path: Path) -> None:
 
 
 def test_model_card_front_matter() -> None:
-    import yaml
-
     card = model_card(title="x", base_model="org/base", datasets=["nyu-mll/glue"], tags=["task:rte"])
     front = yaml.safe_load(card.split("---")[1])
     assert front == {

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from search.errors import DataError
-from search.tasks.glue import INVALID_LABEL, TASKS, get_task
+from search.tasks import INVALID_LABEL, get_task
+from search.tasks.glue import TASKS
 
 
 def test_paper_metrics_and_label_words():

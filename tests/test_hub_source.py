@@ -5,29 +5,18 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 
 from registry.compat import check_repo, profile_base
 from registry.errors import RegistryError
-from registry.sources import open_source
-from registry.sources.hub import HubSource
-from registry.sources.local import LocalSource
+from registry.sources import HubSource, LocalSource, open_source
 from registry.sync import list_checkpoints, sync
 from tests.hub_server import serve
-from tests.t5_repos import make_world, new_t5, save_repo
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("hubworld") / "hub"
-    expected = make_world(root)
-    return root, expected
+from tests.t5_repos import new_t5, save_repo
 
 
 @pytest.fixture
-def hub(world):
-    with serve(world[0], page_size=4) as server:
+def hub(t5_hub):
+    with serve(t5_hub[0], page_size=4) as server:
         yield server
 
 
@@ -36,8 +25,8 @@ def source(hub, tmp_path):
     return HubSource(endpoint=hub.endpoint, cache_dir=tmp_path / "hf-cache", backoff_s=0.01, max_retries=3)
 
 
-def test_hub_sync_gives_the_same_verdicts_and_revisions_as_the_local_folder(world, source, tmp_path):
-    root, expected = world
+def test_hub_sync_gives_the_same_verdicts_and_revisions_as_the_local_folder(t5_hub, source, tmp_path):
+    root, expected = t5_hub
     hub_db, local_db = f"sqlite:///{tmp_path / 'hub.db'}", f"sqlite:///{tmp_path / 'local.db'}"
     summary = sync(base="t/base", source=source, db_url=hub_db, progress=False)
     sync(base="t/base", source=str(root), db_url=local_db, progress=False)
@@ -53,8 +42,8 @@ def test_hub_sync_gives_the_same_verdicts_and_revisions_as_the_local_folder(worl
         assert row["source"] == source.endpoint  # a non-default endpoint is recorded, so rows reopen it
 
 
-def test_no_weight_bytes_for_repos_rejected_before_lineage(world, hub, source, tmp_path):
-    _, expected = world
+def test_no_weight_bytes_for_repos_rejected_before_lineage(t5_hub, hub, source, tmp_path):
+    _, expected = t5_hub
     sync(base="t/base", source=source, db_url=f"sqlite:///{tmp_path / 'w.db'}", progress=False)
     early = [
         r
@@ -114,14 +103,14 @@ def test_server_error_on_a_range_read_is_retried(hub, source):
     assert source.retries == 1
 
 
-def test_repo_failing_midway_is_left_for_the_next_run(world, hub, source, tmp_path):
+def test_repo_failing_midway_is_left_for_the_next_run(t5_hub, hub, source, tmp_path):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     hub.inject("/api/models/t/ft-b", [404])
     first = sync(base="t/base", source=source, db_url=db, progress=False)
     assert len(first.errors) == 1 and "t/ft-b" in first.errors[0]
     assert "t/ft-b" not in {r["repo_id"] for r in list_checkpoints(db_url=db)}
     second = sync(base="t/base", source=source, db_url=db, progress=False)
-    assert second.errors == [] and second.checked == 1 and second.skipped == len(world[1]) - 1
+    assert second.errors == [] and second.checked == 1 and second.skipped == len(t5_hub[1]) - 1
 
 
 def test_truncated_safetensors_header_over_http(tmp_path):
@@ -139,8 +128,8 @@ def test_truncated_safetensors_header_over_http(tmp_path):
     assert report.reason.startswith("integrity: model.safetensors: header length")
 
 
-def test_listing_search_filter_and_pagination(world, hub, source):
-    _, expected = world
+def test_listing_search_filter_and_pagination(t5_hub, hub, source):
+    _, expected = t5_hub
     every = list(source.list_repos())
     assert len(every) == len(expected) + 1 and len(set(every)) == len(every)  # 4 per page, all pages read
     assert list(source.list_repos(search="ft-")) == ["t/ft-a", "t/ft-b"]
@@ -149,7 +138,7 @@ def test_listing_search_filter_and_pagination(world, hub, source):
     assert len(list(source.list_repos(limit=3))) == 3
 
 
-def test_model_dir_is_a_pinned_snapshot_without_pickles(world, source):
+def test_model_dir_is_a_pinned_snapshot_without_pickles(t5_hub, source):
     info = source.repo_info("t/pickle")
     folder = source.model_dir("t/pickle", info.revision)
     assert (folder / "config.json").is_file() and not (folder / "pytorch_model.bin").exists()
@@ -158,19 +147,19 @@ def test_model_dir_is_a_pinned_snapshot_without_pickles(world, source):
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
 
 
-def test_open_source_names(world, hub, tmp_path):
+def test_open_source_names(t5_hub, hub, tmp_path):
     assert isinstance(open_source("hub", endpoint=hub.endpoint), HubSource)
     reopened = open_source(hub.endpoint)
     assert isinstance(reopened, HubSource) and reopened.name == hub.endpoint
     assert HubSource().name == "hub"
-    assert isinstance(open_source(world[0]), LocalSource)
+    assert isinstance(open_source(t5_hub[0]), LocalSource)
     with pytest.raises(RegistryError, match="no such source folder"):
         open_source(tmp_path / "missing")
 
 
-def test_local_model_dir_refuses_a_changed_folder(world, tmp_path):
+def test_local_model_dir_refuses_a_changed_folder(t5_hub, tmp_path):
     root = tmp_path / "copy"
-    shutil.copytree(world[0] / "t/ft-a", root / "t/ft-a")
+    shutil.copytree(t5_hub[0] / "t/ft-a", root / "t/ft-a")
     src = LocalSource(root)
     revision = src.repo_info("t/ft-a").revision
     assert src.model_dir("t/ft-a", revision) == root / "t/ft-a"

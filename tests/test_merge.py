@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from registry.errors import ModelError
-from search.vectors import CHUNK, Composer, TaskVector, merge_state
-from search.vectors.methods import get_method, methods
+from search.vectors import CHUNK, Composer, TaskVector, get_method, merge_state, methods
 from search.vectors.methods.dare import dare, mask_seed
 from search.vectors.methods.ties import trim
 

@@ -1,8 +1,9 @@
 """Two `taskvec search` processes on one study, sharing one PostgreSQL database for Optuna and taskvec.
 
-Needs a PostgreSQL server: `TASKVEC_TEST_PG_URL` (set by `.ci/run` through `.ci/postgres start`), else
-the test tries `.ci/postgres start` without installing anything, else it skips saying so. Each run gets a
-database of its own, dropped afterwards, so reruns start clean.
+Needs a PostgreSQL server (`postgres_db`, tests/conftest.py): `TASKVEC_TEST_PG_URL` (set by `.ci/run`
+through `.ci/postgres start`), else a `.ci/postgres` server that is up, else one the suite starts without
+installing anything and stops when it ends; else the test skips saying so. Each run gets a database of its
+own, dropped afterwards, so reruns start clean.
 """
 
 from __future__ import annotations
@@ -11,77 +12,24 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from registry.db import dispose_engines
 from registry.sync import sync
 from search import leaderboard
-from search.screen.run import screen
+from search.screen import screen
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ENV = "TASKVEC_TEST_PG_URL"
 TASK = "sst2"
 TARGET = "pico/t5-pico-sst2"
 TRIALS = 10
 # Small splits keep the test short; the work-sharing logic does not depend on their size.
 SEARCH_SIZE = 100
 WORKER_TIMEOUT_S = 420
-
-
-def _pg_server_url() -> tuple[str | None, str]:
-    """A URL of a reachable PostgreSQL server, and why not when there is none."""
-    url = os.environ.get(PG_ENV)
-    if url:
-        return url, ""
-    script = ROOT / ".ci" / "postgres"
-    if not script.is_file():
-        return None, f"{PG_ENV} is not set and {script} is missing"
-    try:
-        done = subprocess.run(
-            [str(script), "start"],
-            env={**os.environ, "TASKVEC_PG_NO_INSTALL": "1"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"{PG_ENV} is not set and `.ci/postgres start` failed ({exc})"
-    for line in done.stdout.splitlines():
-        if line.startswith(f"export {PG_ENV}="):
-            return line.split("=", 1)[1].strip(), ""
-    reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return None, f"{PG_ENV} is not set and `.ci/postgres start` could not start PostgreSQL ({reason})"
-
-
-@pytest.fixture()
-def pg_url():
-    """A fresh, uniquely named PostgreSQL database (dropped after the test)."""
-    server, why = _pg_server_url()
-    if server is None:
-        pytest.skip(f"no PostgreSQL for the multi-worker test: {why} (run `.ci/postgres start` as root)")
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"taskvec_mw_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # server went away or the role cannot create databases
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {make_url(server).render_as_string()} refused a test database: {exc}")
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _search_cmd(*, zoo: Path, url: str, study: str) -> list[str]:
@@ -115,13 +63,13 @@ def _search_cmd(*, zoo: Path, url: str, study: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study(tiny_zoo: Path, pg_url: str, tmp_path: Path, monkeypatch) -> None:
+def test_two_workers_share_one_study(tiny_zoo: Path, postgres_db: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TASKVEC_HOME", str(tmp_path / "home"))  # vector cache of this test only
-    sync(base="pico/t5-pico", source=str(tiny_zoo / "hub"), db_url=pg_url, progress=False)
+    sync(base="pico/t5-pico", source=str(tiny_zoo / "hub"), db_url=postgres_db, progress=False)
     screened = screen(
         task=TASK,
         target=TARGET,
-        db_url=pg_url,
+        db_url=postgres_db,
         data_dir=tiny_zoo,
         lambdas=(0.5, 1.0),
         limit=3,
@@ -135,7 +83,7 @@ def test_two_workers_share_one_study(tiny_zoo: Path, pg_url: str, tmp_path: Path
     env.pop("TASKVEC_DB", None)
     procs = [
         subprocess.Popen(
-            _search_cmd(zoo=tiny_zoo, url=pg_url, study=study),
+            _search_cmd(zoo=tiny_zoo, url=postgres_db, study=study),
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -157,7 +105,7 @@ def test_two_workers_share_one_study(tiny_zoo: Path, pg_url: str, tmp_path: Path
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
 
-    loaded = optuna.load_study(study_name=study, storage=pg_url)
+    loaded = optuna.load_study(study_name=study, storage=postgres_db)
     states = Counter(t.state for t in loaded.trials)
     finished = [
         t
@@ -169,7 +117,7 @@ def test_two_workers_share_one_study(tiny_zoo: Path, pg_url: str, tmp_path: Path
     assert len(finished) == TRIALS, states
     assert states[optuna.trial.TrialState.RUNNING] == 0, states
 
-    rows = leaderboard.query(db_url=pg_url, study=study)
+    rows = leaderboard.query(db_url=postgres_db, study=study)
     numbers = [r["trial_number"] for r in rows]
     assert len(numbers) == len(set(numbers)), "duplicate leaderboard rows"
     assert set(numbers) == complete, "leaderboard rows and completed trials differ"
@@ -183,7 +131,7 @@ def test_two_workers_share_one_study(tiny_zoo: Path, pg_url: str, tmp_path: Path
     assert len({r["worker"] for r in rows}) == 2
 
     # the database-level guarantee as well: no (study, trial_number) twice
-    engine = create_engine(pg_url)
+    engine = create_engine(postgres_db)
     try:
         with engine.connect() as conn:
             dupes = conn.execute(

@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
+import search.tables  # noqa: F401  (search's tables join the metadata compared below)
 from registry.constants import ALEMBIC_VERSION_TABLE
-from registry.db import current_revisions, get_engine, session_scope, upgrade
+from registry.db import Base, current_revisions, get_engine, session_scope, upgrade
 from registry.errors import RegistryError
 from registry.models import BaseModel, Checkpoint
 
@@ -31,12 +34,6 @@ def test_fresh_database_is_migrated_to_head_with_our_version_table(tmp_path):
 
 def test_migrations_build_exactly_the_orm_schema(tmp_path):
     """Alembic's autogenerate finds nothing to add: every ORM column, table and index has its migration."""
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    import search.tables  # noqa: F401  (search's tables join the metadata)
-    from registry.db import Base
-
     engine = get_engine(f"sqlite:///{tmp_path / 'schema.db'}")
     with engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
@@ -123,47 +120,12 @@ def test_concurrent_first_use_by_two_processes(tmp_path):
         assert conn.execute(text("SELECT count(*) FROM base_models")).scalar() == 2
 
 
-def _postgres_url() -> str | None:
-    url = os.environ.get("TASKVEC_TEST_PG_URL")
-    if url:
-        return url
-    script = REPO_ROOT / ".ci" / "postgres"
-    if not script.exists():
-        return None
-    result = subprocess.run([str(script), "url"], capture_output=True, text=True, timeout=30)
-    return result.stdout.strip() or None if result.returncode == 0 else None
-
-
-@pytest.fixture
-def fresh_postgres_url():
-    """A new, empty PostgreSQL database on the CI server (dropped afterwards); skips if none runs."""
-    import uuid
-
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-
-    url = _postgres_url()
-    if not url:
-        pytest.skip("no PostgreSQL server (.ci/postgres start, or TASKVEC_TEST_PG_URL)")
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    name = f"taskvec_registry_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    from registry.db import dispose_engines
-
-    dispose_engines()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def test_postgres_concurrent_first_use_migrates_once(fresh_postgres_url):
+def test_postgres_concurrent_first_use_migrates_once(postgres_db):
     code = "import sys; from registry.db import get_engine, current_revisions; print(sorted(current_revisions(get_engine(sys.argv[1]))))"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, fresh_postgres_url],
+            [sys.executable, "-c", code, postgres_db],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -175,7 +137,7 @@ def test_postgres_concurrent_first_use_migrates_once(fresh_postgres_url):
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     assert outputs[0][0] == outputs[1][0]
-    engine = get_engine(fresh_postgres_url)
+    engine = get_engine(postgres_db)
     tables = set(inspect(engine).get_table_names())
     assert {"base_models", "checkpoints", ALEMBIC_VERSION_TABLE} <= tables
     with engine.connect() as conn:

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from registry.db import dispose_engines, session_scope
-from search.cli.app import app
+from search.cli import app
 from search.errors import SearchError
 from search.leaderboard import report
 from search.study import lambda_param, use_param

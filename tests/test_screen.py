@@ -3,56 +3,49 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
-from search_world import SEARCH_SIZE, compatible_non_base, sync_zoo, taskvec
 
 from registry.db import dispose_engines
 from registry.errors import TaskvecError
 from search.errors import SearchError
-from search.screen import helpful_for
-from search.screen.run import is_clearly_harmful, parse_lambdas, screen, screen_lambdas
+from search.scoring import Scorer, load_seq2seq
+from search.screen import helpful_for, parse_lambdas, screen
+from search.screen.run import is_clearly_harmful, screen_lambdas
+from search.tasks import load_split
+from search.vectors import Composer, TaskVector
+from tests.search_world import SCREEN_GRID, SEARCH_SIZE, compatible_non_base, taskvec
+
+# `synced_db` (tests/conftest.py): this module's copy of the registry synced from the tiny zoo; the tests
+# below screen into it, in order.
 
 
-@pytest.fixture(scope="module")
-def world(tiny_zoo, tmp_path_factory):
-    home = tmp_path_factory.mktemp("screen")
-    url = f"sqlite:///{home / 'taskvec.db'}"
-    sync_zoo(tiny_zoo, db_url=url)
-    yield SimpleNamespace(zoo=tiny_zoo, url=url, home=home, data=tiny_zoo / "glue", cache=home / "vectors")
-    dispose_engines()
-
-
-GRID = (0.2, 0.5, 1.0)  # a short grid keeps the test quick; the default grid is the CLI's
-
-
-def _screen(world, **kwargs):
+def _screen(synced_db, **kwargs):
     args = dict(
         task="sst2",
         target="pico/t5-pico-sst2",
-        db_url=world.url,
-        data_dir=world.data,
-        lambdas=GRID,
+        db_url=synced_db.url,
+        data_dir=synced_db.data,
+        lambdas=SCREEN_GRID,
         search_size=SEARCH_SIZE,
-        vector_cache=world.cache,
+        vector_cache=synced_db.cache,
         progress=False,
     )
     return screen(**{**args, **kwargs})
 
 
 @pytest.fixture(scope="module")
-def screened(world):
+def screened(synced_db):
     """(rows of a run stopped after 3 candidates, rows after the resumed full run)."""
-    first = _screen(world, limit=3)
-    return first, _screen(world)
+    first = _screen(synced_db, limit=3)
+    return first, _screen(synced_db)
 
 
 @pytest.mark.slow
-def test_screens_every_compatible_candidate_and_resumes(world, screened):
+def test_screens_every_compatible_candidate_and_resumes(synced_db, screened):
     first, rows = screened
     assert len(first) == 3
-    expected = compatible_non_base(world.zoo) - {"pico/t5-pico-sst2"}
+    expected = compatible_non_base(synced_db.zoo) - {"pico/t5-pico-sst2"}
     assert {r["candidate_repo"] for r in rows} == expected
     # The resumed run kept the three rows of the interrupted one as they were.
     by_repo = {r["candidate_repo"]: r for r in rows}
@@ -63,7 +56,7 @@ def test_screens_every_compatible_candidate_and_resumes(world, screened):
     assert len(target_scores) == 1  # one target, one split, scored once
     for r in rows:
         tried = [t["lambda"] for t in r["lambdas"]]
-        assert tried == sorted(tried) and set(tried) <= set(GRID)
+        assert tried == sorted(tried) and set(tried) <= set(SCREEN_GRID)
         assert r["best_score"] == max(t["score"] for t in r["lambdas"])
         assert r["gain"] == pytest.approx(r["best_score"] - r["target_score"])
         assert all(t["n"] == SEARCH_SIZE for t in r["lambdas"])
@@ -71,24 +64,19 @@ def test_screens_every_compatible_candidate_and_resumes(world, screened):
     # Gains rank the candidates, and some candidate of the zoo helps the sst2 target alone.
     assert [r["gain"] for r in rows] == sorted((r["gain"] for r in rows), reverse=True)
     assert rows[0]["gain"] > 0
-    again = _screen(world)
+    again = _screen(synced_db)
     assert [(r["id"], r["gain"]) for r in again] == [(r["id"], r["gain"]) for r in rows]
 
 
 @pytest.mark.slow
-def test_screening_score_is_reproducible_from_the_row(world, screened):
+def test_screening_score_is_reproducible_from_the_row(synced_db, screened):
     """Invariant 1: target@sha + candidate@sha + lambda + split give back the stored score."""
-    from search.scoring.models import load_seq2seq
-    from search.scoring.scorer import Scorer
-    from search.tasks.data import load_split
-    from search.vectors import TaskVector
-
     best = screened[1][0]
-    hub = world.zoo / "hub"
+    hub = synced_db.zoo / "hub"
     model, tok = load_seq2seq(hub / best["target_repo"])
     tau = TaskVector.from_checkpoints(base=hub / "pico" / "t5-pico", finetuned=hub / best["candidate_repo"])
     tau.apply_to(model, best["best_lambda"])
-    split = load_split("sst2", split="search", data_dir=world.data, size=SEARCH_SIZE)
+    split = load_split("sst2", split="search", data_dir=synced_db.data, size=SEARCH_SIZE)
     assert split.fingerprint == best["split_fingerprint"]
     assert Scorer(model, tok, split).score().score == pytest.approx(best["best_score"], abs=1e-6)
 
@@ -100,17 +88,12 @@ def test_harm_rule():
 
 
 @pytest.mark.slow
-def test_harmful_lambdas_stop_the_grid(world):
-    from search.scoring.models import load_seq2seq
-    from search.scoring.scorer import Scorer
-    from search.tasks.data import load_split
-    from search.vectors import Composer, TaskVector
-
-    hub = world.zoo / "hub"
+def test_harmful_lambdas_stop_the_grid(synced_db):
+    hub = synced_db.zoo / "hub"
     model, tok = load_seq2seq(hub / "pico" / "t5-pico-sst2")
     tau = TaskVector.from_checkpoints(base=hub / "pico" / "t5-pico", finetuned=hub / "pico" / "t5-pico-topic")
     composer = Composer(model, target=hub / "pico" / "t5-pico-sst2", vectors=[tau])
-    scorer = Scorer(model, tok, load_split("sst2", split="search", data_dir=world.data, size=SEARCH_SIZE))
+    scorer = Scorer(model, tok, load_split("sst2", split="search", data_dir=synced_db.data, size=SEARCH_SIZE))
     target = scorer.score().score
     full = screen_lambdas(scorer, composer, lambdas=[0.5, 0.1], target_score=target, harm_margin=1e9)
     assert [t["lambda"] for t in full] == [0.1, 0.5]  # ascending; nothing counts as harmful
@@ -125,16 +108,16 @@ def test_harmful_lambdas_stop_the_grid(world):
 
 
 @pytest.mark.slow
-def test_helpful_for_ranks_by_gain_and_cli(world, screened):
-    ranked = helpful_for("sst2", db_url=world.url)
+def test_helpful_for_ranks_by_gain_and_cli(synced_db, screened):
+    ranked = helpful_for("sst2", db_url=synced_db.url)
     assert ranked and [r["gain"] for r in ranked] == sorted((r["gain"] for r in ranked), reverse=True)
     assert all(r["status"] == "compatible" for r in ranked)
     dispose_engines()
-    out = taskvec("helpful", "--task", "sst2", "--json", "--db", world.url, home=world.home)
+    out = taskvec("helpful", "--task", "sst2", "--json", "--db", synced_db.url, home=synced_db.home)
     assert out.returncode == 0, out.stderr
     listed = json.loads(out.stdout)
     assert [(r["repo_id"], r["gain"]) for r in listed] == [(r["repo_id"], r["gain"]) for r in ranked]
-    table = taskvec("helpful", "--task", "sst2", "--db", world.url, home=world.home)
+    table = taskvec("helpful", "--task", "sst2", "--db", synced_db.url, home=synced_db.home)
     assert ranked[0]["repo_id"] in table.stdout
 
 
@@ -144,10 +127,10 @@ def test_parse_lambdas():
         parse_lambdas("0.1,x")
 
 
-def test_bad_inputs_raise_one_line_errors(world, tmp_path):
-    def err(db=world.url, **changes):
+def test_bad_inputs_raise_one_line_errors(synced_db, tmp_path):
+    def err(db=synced_db.url, **changes):
         with pytest.raises(TaskvecError) as info:
-            _screen(world, **{"db_url": db, **changes})
+            _screen(synced_db, **{"db_url": db, **changes})
         assert "\n" not in str(info.value)
         return str(info.value)
 
@@ -159,9 +142,9 @@ def test_bad_inputs_raise_one_line_errors(world, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_error_is_one_line(world, tmp_path):
+def test_cli_error_is_one_line(synced_db, tmp_path):
     out = taskvec(
-        "screen", "--task", "sst2", "--target", "pico/t5-pico-seed1", "--db", world.url, home=tmp_path
+        "screen", "--task", "sst2", "--target", "pico/t5-pico-seed1", "--db", synced_db.url, home=tmp_path
     )
     assert out.returncode == 1, out.stdout + out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr

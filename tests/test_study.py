@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
-from types import SimpleNamespace
 
 import optuna
 import pytest
-from search_world import SEARCH_SIZE, screened_sst2_copy, taskvec
 
 from registry.db import dispose_engines
 from registry.errors import TaskvecError
 from search import leaderboard as lb
 from search.errors import SearchError
-from search.scoring import NestedPrefixScorer, prefix_sizes
-from search.scoring.models import load_seq2seq
-from search.scoring.scorer import Scorer
+from search.scoring import NestedPrefixScorer, Scorer, load_seq2seq, prefix_sizes
 from search.study import (
     SearchConfig,
     StudyContext,
@@ -29,8 +26,9 @@ from search.study import (
     use_param,
     warm_start_params,
 )
-from search.tasks.data import load_split
+from search.tasks import load_split
 from search.vectors import Composer, TaskVector
+from tests.search_world import SEARCH_SIZE, taskvec
 
 TASK, TARGET = "sst2", "pico/t5-pico-sst2"
 
@@ -167,29 +165,26 @@ def test_multitask_context_round_trips():
 
 
 @pytest.fixture(scope="module")
-def world(tiny_zoo, tmp_path_factory):
-    home = tmp_path_factory.mktemp("study")
-    url = screened_sst2_copy(tiny_zoo, factory=tmp_path_factory, dest=home)
-    config = SearchConfig(
+def study_config(screened_db):
+    """The sst2 search of this module, on its copy of the screened registry (`screened_db`, conftest)."""
+    return SearchConfig(
         task=TASK,
         target=TARGET,
-        data_dir=tiny_zoo / "glue",
+        data_dir=screened_db.data,
         top_k=4,
         n_trials=10,
-        storage=f"sqlite:///{home / 'optuna.db'}",
-        db_url=url,
+        storage=screened_db.storage,
+        db_url=screened_db.url,
         search_size=SEARCH_SIZE,
-        vector_cache=home / "vectors",
+        vector_cache=screened_db.cache,
         heartbeat_interval=1,
         grace_period=5,
     )
-    yield SimpleNamespace(zoo=tiny_zoo, url=url, home=home, config=config)
-    dispose_engines()
 
 
-def test_nested_prefix_scorer_matches_plain_prefixes(world):
-    model, tok = load_seq2seq(world.zoo / "hub" / TARGET)
-    split = load_split(TASK, split="search", data_dir=world.zoo / "glue", size=SEARCH_SIZE)
+def test_nested_prefix_scorer_matches_plain_prefixes(screened_db):
+    model, tok = load_seq2seq(screened_db.hub / TARGET)
+    split = load_split(TASK, split="search", data_dir=screened_db.data, size=SEARCH_SIZE)
     sizes = prefix_sizes(len(split), rungs=3, reduction_factor=3, pruning=True)
     nested = dict(NestedPrefixScorer(model, tok, split, sizes=sizes).iter_scores())
     plain = Scorer(model, tok, split)
@@ -198,17 +193,17 @@ def test_nested_prefix_scorer_matches_plain_prefixes(world):
 
 
 @pytest.fixture(scope="module")
-def searched(world):
-    return run_search(world.config, progress=False)
+def searched(study_config):
+    return run_search(study_config, progress=False)
 
 
 @pytest.mark.slow
-def test_search_fills_the_leaderboard(world, searched):
+def test_search_fills_the_leaderboard(screened_db, study_config, searched):
     s = searched
     assert s.n_finished == 10 and s.trials_here == 10 and s.stopped == "done"
-    study = optuna.load_study(study_name=s.study_name, storage=world.config.storage)
+    study = optuna.load_study(study_name=s.study_name, storage=study_config.storage)
     complete = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
-    rows = lb.query(db_url=world.url, study=s.study_name)
+    rows = lb.query(db_url=screened_db.url, study=s.study_name)
     assert {r["trial_number"] for r in rows} == complete and len(rows) == len(complete)
     # Best on the search split is at least the target (the best single candidate is enqueued first).
     assert s.best_score_search >= s.target_score_search
@@ -223,15 +218,15 @@ def test_search_fills_the_leaderboard(world, searched):
     for r in rows:
         assert r["split_fingerprints"]["search"] != r["split_fingerprints"]["heldout"]
         assert all(len(i["revision"]) == 40 and i["coefficient"] > 0 for i in r["ingredients"])
-        assert r["worker"].endswith(":" + str(__import__("os").getpid()))
+        assert r["worker"].endswith(":" + str(os.getpid()))
         assert r["scorer"]["mode"] == "rank" and r["scorer"]["search_size"] == SEARCH_SIZE
 
 
 @pytest.mark.slow
-def test_best_row_is_reproducible(world, searched):
+def test_best_row_is_reproducible(screened_db, searched):
     """Invariant 1: rebuilding the best row's composition gives its search and held-out scores."""
-    best = lb.study_best(study=searched.study_name, db_url=world.url)
-    hub = world.zoo / "hub"
+    best = lb.study_best(study=searched.study_name, db_url=screened_db.url)
+    hub = screened_db.hub
     model, tok = load_seq2seq(hub / best["target_repo"])
     vectors = [
         TaskVector.from_checkpoints(base=hub / best["base_repo"], finetuned=hub / i["repo_id"])
@@ -240,7 +235,7 @@ def test_best_row_is_reproducible(world, searched):
     Composer(model, target=hub / best["target_repo"], vectors=vectors).apply(
         [i["coefficient"] for i in best["ingredients"]]
     )
-    glue = world.zoo / "glue"
+    glue = screened_db.data
     search = Scorer(model, tok, load_split(TASK, split="search", data_dir=glue, size=SEARCH_SIZE)).score()
     heldout = Scorer(model, tok, load_split(TASK, split="heldout", data_dir=glue)).score()
     assert search.score == pytest.approx(best["score_search"], abs=1e-9)
@@ -248,18 +243,18 @@ def test_best_row_is_reproducible(world, searched):
 
 
 @pytest.mark.slow
-def test_rerun_resumes_the_same_study(world, searched):
-    again = run_search(world.config, progress=False)
+def test_rerun_resumes_the_same_study(screened_db, study_config, searched):
+    again = run_search(study_config, progress=False)
     assert again.study_name == searched.study_name and again.trials_here == 0 and again.n_finished == 10
-    more = run_search(replace(world.config, n_trials=13), progress=False)
+    more = run_search(replace(study_config, n_trials=13), progress=False)
     assert more.n_finished == 13 and more.trials_here == 3
-    rows = lb.query(db_url=world.url, study=searched.study_name)
+    rows = lb.query(db_url=screened_db.url, study=searched.study_name)
     assert len({r["trial_number"] for r in rows}) == len(rows) == more.n_complete
 
 
 @pytest.mark.slow
-def test_pruning_lowers_examples_scored(world, searched):
-    off = run_search(replace(world.config, pruning=False, heldout_top_n=0), progress=False)
+def test_pruning_lowers_examples_scored(study_config, searched):
+    off = run_search(replace(study_config, pruning=False, heldout_top_n=0), progress=False)
     assert off.study_name != searched.study_name
     assert off.n_pruned == 0 and off.examples_scored == 10 * SEARCH_SIZE
     assert searched.n_pruned > 0
@@ -267,7 +262,7 @@ def test_pruning_lowers_examples_scored(world, searched):
 
 
 @pytest.mark.slow
-def test_export_cli_rebuilds_the_best_row(world, searched, tmp_path):
+def test_export_cli_rebuilds_the_best_row(screened_db, searched, tmp_path):
     dispose_engines()
     out = taskvec(
         "export",
@@ -276,27 +271,31 @@ def test_export_cli_rebuilds_the_best_row(world, searched, tmp_path):
         "--out",
         str(tmp_path / "merged"),
         "--db",
-        world.url,
-        home=world.home,
+        screened_db.url,
+        home=screened_db.home,
     )
     assert out.returncode == 0, out.stderr
     model, tok = load_seq2seq(tmp_path / "merged")
-    split = load_split(TASK, split="search", data_dir=world.zoo / "glue", size=SEARCH_SIZE)
+    split = load_split(TASK, split="search", data_dir=screened_db.data, size=SEARCH_SIZE)
     assert Scorer(model, tok, split).score().score == pytest.approx(searched.best_score_search, abs=1e-9)
     assert (tmp_path / "merged" / "recipe.yaml").is_file()
     board = taskvec(
-        "leaderboard", "--json", "--study", searched.study_name, "--db", world.url, home=world.home
+        "leaderboard",
+        "--json",
+        "--study",
+        searched.study_name,
+        "--db",
+        screened_db.url,
+        home=screened_db.home,
     )
     assert board.returncode == 0, board.stderr
     assert json.loads(board.stdout)[0]["trial_number"] == searched.best_trial
 
 
-def test_bad_inputs_raise_one_line_errors(world, tmp_path):
-    def err(db=world.url, **changes):
+def test_bad_inputs_raise_one_line_errors(screened_db, study_config, tmp_path):
+    def err(db=screened_db.url, **changes):
         with pytest.raises(TaskvecError) as info:
-            run_search(replace(world.config, **changes), progress=False) if db == world.url else run_search(
-                replace(world.config, db_url=db, **changes), progress=False
-            )
+            run_search(replace(study_config, db_url=db, **changes), progress=False)
         assert "\n" not in str(info.value)
         return str(info.value)
 
@@ -305,14 +304,14 @@ def test_bad_inputs_raise_one_line_errors(world, tmp_path):
     assert "target is incompatible" in err(target="pico/t5-pico-seed1")
     assert "not in the registry" in err(target="pico/nope")
     assert "registry is empty" in err(db=f"sqlite:///{tmp_path / 'e.db'}")
-    # rte's target was never screened in this world.
+    # rte's target was never screened in this registry.
     assert "taskvec screen" in err(
         task="rte", target="pico/t5-pico-rte", storage=f"sqlite:///{tmp_path / 'o.db'}"
     )
 
 
 @pytest.mark.slow
-def test_cli_unreachable_storage_is_one_line_without_password(world, tmp_path):
+def test_cli_unreachable_storage_is_one_line_without_password(screened_db, tmp_path):
     out = taskvec(
         "search",
         "--task",
@@ -320,9 +319,9 @@ def test_cli_unreachable_storage_is_one_line_without_password(world, tmp_path):
         "--target",
         TARGET,
         "--data",
-        str(world.zoo / "glue"),
+        str(screened_db.data),
         "--db",
-        world.url,
+        screened_db.url,
         "--storage",
         "postgresql://taskvec:s3cret@127.0.0.1:1/nodb",
         home=tmp_path,
@@ -333,23 +332,23 @@ def test_cli_unreachable_storage_is_one_line_without_password(world, tmp_path):
 
 
 @pytest.mark.slow
-def test_refresh_heldout_rebuilds_rows_from_the_registry(world, searched):
+def test_refresh_heldout_rebuilds_rows_from_the_registry(screened_db, searched):
     """`leaderboard --refresh`: rows beyond the search's top 3 get held-out scores, rebuilt from the rows."""
-    before = lb.query(db_url=world.url, study=searched.study_name)
-    n = lb.refresh_heldout(db_url=world.url, study=searched.study_name, top_n=5)
-    after = lb.query(db_url=world.url, study=searched.study_name)
+    before = lb.query(db_url=screened_db.url, study=searched.study_name)
+    n = lb.refresh_heldout(db_url=screened_db.url, study=searched.study_name, top_n=5)
+    after = lb.query(db_url=screened_db.url, study=searched.study_name)
     assert n == sum(1 for r in before[:5] if r["score_heldout"] is None)
     assert all(r["score_heldout"] is not None for r in after[:5])
     assert [r["score_heldout"] for r in after[:3]] == [r["score_heldout"] for r in before[:3]]
-    assert lb.refresh_heldout(db_url=world.url, study=searched.study_name, top_n=5) == 0  # idempotent
+    assert lb.refresh_heldout(db_url=screened_db.url, study=searched.study_name, top_n=5) == 0  # idempotent
 
 
 @pytest.mark.slow
-def test_ties_search_records_its_options(world):
+def test_ties_search_records_its_options(screened_db, study_config):
     s = run_search(
-        replace(world.config, method="ties", n_trials=3, heldout_top_n=0, pruning=False), progress=False
+        replace(study_config, method="ties", n_trials=3, heldout_top_n=0, pruning=False), progress=False
     )
     assert s.n_finished == 3 and "-ties-" in s.study_name
-    rows = lb.query(db_url=world.url, study=s.study_name)
+    rows = lb.query(db_url=screened_db.url, study=s.study_name)
     assert rows and all(r["method"] == "ties" for r in rows)
     assert "density" in rows[0]["method_options"]  # defaults filled in: the row rebuilds exactly

@@ -12,34 +12,25 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from sqlalchemy import func, select
 
 from registry.db import session_scope
 from registry.errors import RegistryError
 from registry.models import Checkpoint
-from registry.sources.hub import HubSource
+from registry.sources import HubSource
 from registry.sync import list_checkpoints, show_checkpoint, sync
 from tests.hub_server import serve
-from tests.t5_repos import make_world
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EARLY_REJECTS = ("config_mismatch", "not_t5", "tokenizer_mismatch", "tensor_mismatch")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("syncworld") / "hub"
-    return root, make_world(root)
-
-
 @pytest.fixture
-def own_world(world, tmp_path):
-    """A private copy of the world that a test may modify."""
+def own_hub(t5_hub, tmp_path):
+    """A private copy of the shared tiny T5 repos (`t5_hub`) that a test may modify."""
     root = tmp_path / "hub"
-    shutil.copytree(world[0], root)
-    return root, world[1]
+    shutil.copytree(t5_hub[0], root)
+    return root, t5_hub[1]
 
 
 def _count(db: str) -> int:
@@ -97,8 +88,8 @@ def test_zoo_sync_through_the_loopback_hub_matches_the_manifest(tiny_zoo, tmp_pa
 # --- idempotence and resuming -----------------------------------------------------------------------------
 
 
-def test_rerun_adds_no_rows_and_a_new_revision_updates_its_row(own_world, tmp_path):
-    root, expected = own_world
+def test_rerun_adds_no_rows_and_a_new_revision_updates_its_row(own_hub, tmp_path):
+    root, expected = own_hub
     db = f"sqlite:///{tmp_path / 'i.db'}"
     first = sync(base="t/base", source=str(root), db_url=db, progress=False)
     assert first.checked == len(expected) and _count(db) == len(expected)
@@ -117,8 +108,8 @@ def test_rerun_adds_no_rows_and_a_new_revision_updates_its_row(own_world, tmp_pa
     assert after["t/ft-b"]["revision"] == before["t/ft-b"]["revision"]
 
 
-def test_interrupted_sync_keeps_finished_repos_and_resumes(own_world, tmp_path):
-    root, expected = own_world
+def test_interrupted_sync_keeps_finished_repos_and_resumes(own_hub, tmp_path):
+    root, expected = own_hub
     db = f"sqlite:///{tmp_path / 'k.db'}"
     done = []
 
@@ -135,8 +126,8 @@ def test_interrupted_sync_keeps_finished_repos_and_resumes(own_world, tmp_path):
 
 
 @pytest.mark.slow
-def test_sync_killed_with_sigkill_completes_on_rerun(world, tmp_path):
-    root, expected = world
+def test_sync_killed_with_sigkill_completes_on_rerun(t5_hub, tmp_path):
+    root, expected = t5_hub
     db = f"sqlite:///{tmp_path / 'kill.db'}"
     with serve(root) as hub:
         hub.delay_s = 0.05  # slow enough that the kill lands midway
@@ -199,8 +190,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_cli_sync_list_show(world, tmp_path):
-    root, expected = world
+def test_cli_sync_list_show(t5_hub, tmp_path):
+    root, expected = t5_hub
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     result = _cli("registry", "sync", "--base", "t/base", "--source", str(root), "--db", db)
     assert result.returncode == 0, result.stderr
@@ -236,8 +227,8 @@ def test_cli_sync_list_show(world, tmp_path):
     assert missing.returncode == 1 and "t/nope: not in the registry" in missing.stderr
 
 
-def test_cli_bad_base_and_source_are_one_line_errors(world, tmp_path):
-    root, _ = world
+def test_cli_bad_base_and_source_are_one_line_errors(t5_hub, tmp_path):
+    root, _ = t5_hub
     db = f"sqlite:///{tmp_path / 'e.db'}"
     for args, message in (
         (("--base", "t/base", "--source", str(tmp_path / "nowhere")), "no such source folder"),
@@ -257,16 +248,16 @@ def test_show_unknown_repo_raises(tmp_path):
         show_checkpoint("o/none", db_url=f"sqlite:///{tmp_path / 'x.db'}")
 
 
-def test_limit_and_search_narrow_the_sync(world, tmp_path):
-    root, _ = world
+def test_limit_and_search_narrow_the_sync(t5_hub, tmp_path):
+    root, _ = t5_hub
     db = f"sqlite:///{tmp_path / 'l.db'}"
     assert sync(base="t/base", source=str(root), db_url=db, limit=3, progress=False).checked == 3
     narrowed = sync(base="t/base", source=str(root), db_url=db, search="ft-", progress=False)
     assert narrowed.by_status == {"compatible": 2}
 
 
-def test_verify_pickles_rechecks_what_was_left_unverified(world, tmp_path):
-    root, expected = world
+def test_verify_pickles_rechecks_what_was_left_unverified(t5_hub, tmp_path):
+    root, expected = t5_hub
     db = f"sqlite:///{tmp_path / 'p.db'}"
     sync(base="t/base", source=str(root), db_url=db, progress=False)
     assert show_checkpoint("t/pickle", db_url=db)[0]["status"] == "unverified"

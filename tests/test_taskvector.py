@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSeq2SeqLM
 
 from registry.errors import ModelError
 from search.vectors import (
@@ -20,54 +20,20 @@ from search.vectors import (
     merge_state,
     model_parameters,
 )
-from tests.t5_repos import new_t5, save_repo
+from tests.t5_repos import make_base, make_finetune, new_t5, save_repo
 
 torch.set_num_threads(1)
 
 FAMILIES = ("original", "v1_1")
 
 
-def _save_untied(folder: Path, state: dict[str, torch.Tensor]) -> None:
-    """Rewrite a saved repo as T5 v1.1 / FLAN does: its own lm_head tensor, `tie_word_embeddings: false`."""
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    config = json.loads((folder / "config.json").read_text())
-    config["tie_word_embeddings"] = False
-    (folder / "config.json").write_text(json.dumps(config))
-
-
-def make_base(root: Path, family: str) -> Path:
-    """A base checkpoint: ReLU + tied embeddings (original T5) or gated-gelu + untied lm_head (v1.1)."""
-    folder = root / f"base-{family}"
-    if family == "original":
-        save_repo(new_t5(seed=0), folder)
-    else:
-        save_repo(new_t5(seed=0, feed_forward_proj="gated-gelu"), folder)
-        state = load_file(str(folder / "model.safetensors"))
-        gen = torch.Generator().manual_seed(99)
-        state["lm_head.weight"] = torch.randn(state["shared.weight"].shape, generator=gen)
-        _save_untied(folder, state)
-    return folder
-
-
-def make_finetune(base: Path, out: Path, *, seed: int, scale: float = 0.05) -> Path:
-    """A stand-in fine-tune: the base with every float tensor moved by Gaussian noise."""
-    shutil.copytree(base, out)
-    state = load_file(str(base / "model.safetensors"))
-    gen = torch.Generator().manual_seed(seed)
-    for name, t in state.items():
-        state[name] = t + torch.randn(t.shape, generator=gen) * scale * (t.std() + 1e-3)
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
-
-
 def load_model(folder: Path):
-    from transformers import AutoModelForSeq2SeqLM
-
     return AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
 
 
 @pytest.fixture(params=FAMILIES)
-def world(request, tmp_path):
+def family_repos(request, tmp_path):
+    """(family, base, target, three candidates): fine-tunes of one base of either T5 family."""
     family = request.param
     base = make_base(tmp_path, family)
     target = make_finetune(base, tmp_path / f"target-{family}", seed=1)
@@ -75,8 +41,8 @@ def world(request, tmp_path):
     return family, base, target, cands
 
 
-def test_identities_zero_and_base_plus_tau_is_finetuned(world):
-    family, base, target, cands = world
+def test_identities_zero_and_base_plus_tau_is_finetuned(family_repos):
+    family, base, target, cands = family_repos
     tau = TaskVector.from_checkpoints(base=base, finetuned=cands[0])
     assert all(t.dtype == torch.float32 for t in tau.deltas.values())
     assert ("lm_head.weight" in tau.deltas) == (family == "v1_1")
@@ -96,8 +62,8 @@ def test_identities_zero_and_base_plus_tau_is_finetuned(world):
     assert equal >= len(tau.deltas) - 1  # in practice all tensors come back bit-exact
 
 
-def test_arithmetic_analogy_sum_and_cosine(world):
-    _, base, _, cands = world
+def test_arithmetic_analogy_sum_and_cosine(family_repos):
+    _, base, _, cands = family_repos
     a, b, c = (TaskVector.from_checkpoints(base=base, finetuned=p) for p in cands)
     d = analogy(a=a, b=b, c=c)
     for name in a.deltas:
@@ -118,8 +84,8 @@ def test_arithmetic_analogy_sum_and_cosine(world):
 @pytest.mark.parametrize(
     "method,options", [("task_arithmetic", None), ("ties", {"density": 0.3}), ("dare", {"p": 0.5, "seed": 3})]
 )
-def test_composer_equals_scratch_merge_after_many_updates(world, method, options):
-    _, base, target, cands = world
+def test_composer_equals_scratch_merge_after_many_updates(family_repos, method, options):
+    _, base, target, cands = family_repos
     vectors = [TaskVector.from_checkpoints(base=base, finetuned=p) for p in cands]
     model = load_model(target)
     composer = Composer(model, target=target, vectors=vectors, method=method, method_options=options)
@@ -144,8 +110,8 @@ def test_composer_equals_scratch_merge_after_many_updates(world, method, options
     assert all(torch.equal(params[n].detach(), tgt[n]) for n in ref)
 
 
-def test_composer_rewrites_in_place_without_reallocating(world):
-    _, base, target, cands = world
+def test_composer_rewrites_in_place_without_reallocating(family_repos):
+    _, base, target, cands = family_repos
     vectors = [TaskVector.from_checkpoints(base=base, finetuned=p) for p in cands[:2]]
     model = load_model(target)
     ptrs = {n: p.data_ptr() for n, p in model_parameters(model).items()}
