@@ -32,6 +32,7 @@ from search.cli import main
 from search.cli._render import console, screening_table
 from search.errors import DataError
 from search.screen.run import parse_lambdas
+from search.study import SearchConfig
 from search.tasks.data import load_split
 from search.vectors.composer import MAX_COEFFICIENT, check_coefficients
 
@@ -285,3 +286,16 @@ def test_repeated_ctrl_c_exits_quietly_with_130(tiny_zoo, tmp_path, tmp_path_fac
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
     assert "rerun the same command to resume" in err
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"method": "ties", "method_options": {"nope": 1}}, "unknown option 'nope'"),
+        ({"lambda_max": 1e308}, "lambda_max: coefficient 1e"),
+    ],
+)
+def test_search_config_refuses_bad_options_before_any_model(options, match) -> None:
+    """Python callers get the CLI's checks too: validate() runs before any model loads."""
+    with pytest.raises(ModelError, match=match):
+        SearchConfig(task="rte", target="unused", **options).validate()

@@ -16,6 +16,7 @@ from registry.pins import resolve_target
 from search.errors import SearchError
 from search.study.objectives import Control, resolve_objective
 from search.tasks.glue import get_task
+from search.vectors.composer import check_coefficients
 from search.vectors.methods import get_method
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "nsga2")
@@ -138,12 +139,15 @@ class SearchConfig:
         if self.mode not in MODES:
             raise SearchError(f"unknown scoring mode {self.mode!r} (use rank or generate)")
         _check_method(self.method)
+        # Fail before any model loads (or a study is created) on options the method would refuse.
+        filled_method_options(self.method, self.method_options)
         if self.top_k < 1:
             raise SearchError(f"--top-k must be at least 1, got {self.top_k}")
         if self.n_trials < 1:
             raise SearchError(f"--trials must be at least 1, got {self.n_trials}")
         if not self.lambda_max > 0:
             raise SearchError(f"lambda_max must be positive, got {self.lambda_max}")
+        check_coefficients([self.lambda_max], what="lambda_max")
         if self.prefix_rungs < 1 or self.reduction_factor < 2:
             raise SearchError("pruning needs at least 1 rung and a reduction factor of at least 2")
 
