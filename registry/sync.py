@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -24,6 +24,7 @@ from registry.compat import STATUS_UNVERIFIED, STATUSES, BaseProfile, CheckRepor
 from registry.db import session_scope
 from registry.errors import RegistryError
 from registry.models import BaseModel, Checkpoint, utcnow
+from registry.progress import counted_columns, progress_bar
 from registry.sources import RepoInfo, Source, open_source, validate_repo_id
 from registry.sources.local import source_for_folder
 
@@ -193,14 +194,7 @@ def _sync_one(run: _Run, repo_id: str) -> CheckReport | None:
 
 
 def _progress(*, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]sync[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=False,
-    )
+    return progress_bar(*counted_columns("[bold]sync[/] {task.description}"), enabled=enabled)
 
 
 def _tally(run: _Run, repo_ids: list[str]) -> tuple[Counter[str], Counter[str]]:

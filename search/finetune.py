@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 from safetensors.torch import save_file
 
 from registry.constants import CONFIG_NAME, MODEL_CARD, SAFETENSORS_SINGLE, T5_TIED_ALIASES
 from registry.errors import ModelError
+from registry.progress import progress_bar
 from search.errors import DataError
 from search.scoring.models import load_seq2seq
 from search.tasks.glue import TaskSpec, get_task
@@ -361,7 +362,7 @@ def _train_with_progress(model, tokenizer, pairs, *, steps, lr, batch_size, seed
     kwargs = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, max_length=512)
     if not progress:
         return train_seq2seq(model, tokenizer, pairs, **kwargs)
-    with Progress(
+    with progress_bar(
         TextColumn("fine-tuning"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),

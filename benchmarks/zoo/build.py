@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from benchmarks.zoo.base import make_base
 from benchmarks.zoo.data import Dataset, write_data, write_parquet, write_tokenizer
@@ -31,6 +31,7 @@ from benchmarks.zoo.decoys import make_decoys
 from benchmarks.zoo.finetunes import Job, job_args, run_finetune_job, zoo_jobs
 from benchmarks.zoo.manifest import load_manifest, write_manifest
 from benchmarks.zoo.world import BASE_REPO, SCALES, STAMP, ZOO_VERSION, World
+from registry.progress import progress_bar
 from search.errors import DataError
 
 __all__ = [
@@ -123,13 +124,12 @@ def _build(*, out: Path, seed: int, scale_name: str, progress: bool, workers: in
     jobs = zoo_jobs(scale, tiny=scale_name == "tiny")
     steps = ["data", "tokenizer", "base", "fine-tunes", *[j.repo for j in jobs], "decoys", "manifest"]
     started = time.perf_counter()
-    with Progress(
+    with progress_bar(
         TextColumn("[bold]zoo[/] {task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
-        disable=not progress,
-        transient=False,
+        enabled=progress,
     ) as bar:
         tid = bar.add_task("data", total=len(steps))
 

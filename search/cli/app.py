@@ -17,6 +17,7 @@ from registry import __version__
 from registry import cli as registry_cli
 from registry.constants import ENV_DEBUG
 from registry.errors import TaskvecError
+from registry.progress import quiet_libraries_by_default
 from search.cli import export, leaderboard, models, report, screen, search
 from search.cli._render import err_console
 
@@ -209,6 +210,7 @@ def _run() -> int:
 
 def main() -> None:
     """Console entry point: run the app and exit with its code (Ctrl-C: 130, quietly, once)."""
+    quiet_libraries_by_default()  # before any command imports huggingface_hub or transformers
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _interrupted) if in_main_thread else None
     code = 1

@@ -6,8 +6,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from rich.progress import Progress
-
+from registry.progress import progress_bar
 from search.scoring.models import load_seq2seq
 from search.scoring.scorer import Mode, Scorer, ScoreResult
 from search.tasks.data import load_split
@@ -54,7 +53,7 @@ def evaluate(
         get_task(t)  # fail on a typo before loading anything
     net, tok = load_seq2seq(model, revision=revision)
     results = []
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(enabled=progress, transient=True) as bar:
         job = bar.add_task("scoring", total=len(tasks))
         for t in tasks:
             bar.update(job, description=f"scoring {t} ({split}, {mode})")

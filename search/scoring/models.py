@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from registry.compat import check_folder
 from registry.constants import CONFIG_NAME
 from registry.errors import ModelError
 from registry.pins import resolve_model_dir
+from registry.progress import ENV_HUB_BARS_OFF, ENV_TRANSFORMERS_VERBOSITY
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _quiet_transformers() -> None:
+    """transformers' "Loading weights" bar (and the Hub's download bars) off, its notices to errors only:
+    the stages draw their own bars. Where a variable is set (by the user, or by the CLI's `main`),
+    transformers read it at import and it decides."""
+    if ENV_HUB_BARS_OFF not in os.environ:
+        hf_logging.disable_progress_bar()
+    if ENV_TRANSFORMERS_VERBOSITY not in os.environ:
+        hf_logging.set_verbosity_error()
 
 
 def load_seq2seq(
@@ -33,6 +46,7 @@ def load_seq2seq(
     Raises:
         ModelError: one line naming the folder and the reason.
     """
+    _quiet_transformers()
     folder = resolve_model_dir(path_or_repo, revision=revision)
     check_folder(folder)
     try:

@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from registry.pins import Pinned, Resolved, compatible_candidates, located, resolve_target
+from registry.progress import counted_columns, progress_bar
 from search.errors import SearchError
 from search.scoring.models import load_seq2seq
 from search.scoring.scorer import Scorer
@@ -168,8 +167,7 @@ def _screen_todo(
         harm_margin=harm_margin,
     ).to_dict()
     worker = worker_id()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    with progress_bar(*counted_columns("{task.description}", eta=True), enabled=progress) as bar:
         job = bar.add_task(f"screen {task}", total=len(todo))
         for cand in todo:
             bar.update(job, description=f"screen {task}: {cand.repo_id}")

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 
 from registry.db import redact_url
+from registry.progress import counted_columns, progress_bar, stderr_console
 from search.study.config import SearchConfig, SearchSummary
 from search.study.heldout import score_top_heldout
 from search.study.live import LiveStudy, open_live
@@ -119,15 +119,11 @@ def _loop(run: _Run, *, progress: bool) -> None:
         if trial.state == TrialState.COMPLETE:
             write_trial(trial, run.live.context, run.live.target, db_url=config.db_url)
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[best]}"),
-    )
-    with gate, Progress(*columns, disable=not progress, transient=False) as bar:
-        job = bar.add_task(f"search {config.label}", total=config.n_trials, best="")
+    columns = counted_columns("{task.description}", eta=True, extra=(TextColumn("{task.fields[best]}"),))
+    with gate, progress_bar(*columns, enabled=progress) as bar:
+        # Starting from the trials a resumed study already has keeps them out of the ETA's speed.
+        done = min(trial_counts(study).finished, config.n_trials) if progress else 0
+        job = bar.add_task(f"search {config.label}", total=config.n_trials, completed=done, best="")
         while True:
             gate.check()
             counts = trial_counts(study)
@@ -159,7 +155,7 @@ def _announce(run: _Run) -> None:
     )
     if context.controls:
         what += ", controls " + ", ".join(c.as_text() for c in context.controls)
-    Console(stderr=True).print(
+    stderr_console().print(
         f"study [bold]{context.study}[/] ({redact_url(storage_url(config))}): {what}", highlight=False
     )
 
