@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -98,10 +99,14 @@ def helpful_csv(rows: Sequence[dict[str, Any]], *, columns: Sequence[str]) -> st
     return buf.getvalue()
 
 
-def leaderboard_table(summaries: Sequence[dict[str, Any]]) -> Table:
-    """`taskvec leaderboard`: per task, the target against the best composition (search and held-out)."""
+def leaderboard_table(summaries: Sequence[dict[str, Any]], *, ranked: bool = False) -> Table:
+    """`taskvec leaderboard`: per task, the target against its best compositions (search and held-out).
+
+    `ranked` adds each row's rank in its task (what `taskvec export --task T --rank N` takes).
+    """
     columns = (
         "task",
+        *(("rank",) if ranked else ()),
         "target",
         "target search",
         "target held-out",
@@ -117,6 +122,7 @@ def leaderboard_table(summaries: Sequence[dict[str, Any]]) -> Table:
     for s in summaries:
         table.add_row(
             s["task"],
+            *((str(s["rank"]),) if ranked else ()),
             s["target_repo"],
             _num(s["target_score_search"]),
             _num(s["target_score_heldout"]),
@@ -128,6 +134,14 @@ def leaderboard_table(summaries: Sequence[dict[str, Any]]) -> Table:
             f"{s['study']}#{s['trial_number']}",
         )
     return table
+
+
+def export_hint(*, study: str, trial: int, db_url: str | None, task: str | None = None) -> str:
+    """The exact `taskvec export` command for a row (`task`, when given, follows as a shell comment)."""
+    args = ["taskvec", "export", "--study", f"{study}#{trial}", "--out", "OUT"]
+    if db_url:  # the database the row came from: without it the command would read the default one
+        args += ["--db", db_url]
+    return "export: " + shlex.join(args) + (f"  # {task}" if task else "")
 
 
 def pareto_table(rows: Sequence[dict[str, Any]]) -> Table:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli._options import EXPORT, DbOpt, StudyOpt
+from search.cli._options import EXPORT, DbOpt
 
 app = typer.Typer()
 
@@ -34,16 +34,35 @@ def note(message: str) -> None:
 @app.command("export")
 def export_command(
     *,
-    study: StudyOpt,
     out: Annotated[Path, typer.Option("--out", help=OUT_HELP)],
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="STUDY or STUDY#TRIAL, as `taskvec leaderboard` shows it."),
+    ] = None,
     trial: Annotated[
         int | None, typer.Option("--trial", help="Trial number (default: the best on search).")
     ] = EXPORT.trial,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="Instead of --study: the task's best feasible row (see --rank)."),
+    ] = None,
+    rank: Annotated[
+        int | None,
+        typer.Option(
+            "--rank", min=1, help="With --task: its N-th best row, as `leaderboard --top` ranks (1)."
+        ),
+    ] = None,
     force: ForceOpt = False,
     db: DbOpt = EXPORT.db_url,
 ) -> None:
     """Export a leaderboard composition as a loadable model folder with recipe.yaml."""
-    from search.export import export_trial  # lazy: imports torch (`taskvec --help` must not)
+    from registry.db import require_database
 
-    folder = export_trial(study=study, trial=trial, out=out, db_url=db, force=force, notify=note)
+    require_database(db)  # read-only here: a wrong --db is one line, never a new empty database
+    # lazy: both import torch (`taskvec --help` must not)
+    from search.export import export_trial
+    from search.leaderboard.queries import resolve_trial
+
+    name, number = resolve_trial(study=study, trial=trial, task=task, rank=rank, db_url=db)
+    folder = export_trial(study=name, trial=number, out=out, db_url=db, force=force, notify=note)
     typer.echo(f"exported: {folder}")

@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from search.cli._options import REFRESH, CsvOpt, DbOpt, JsonOpt
-from search.cli._render import console, err_console, leaderboard_table, pareto_table, to_json
+from search.cli._render import (
+    console,
+    err_console,
+    export_hint,
+    leaderboard_table,
+    pareto_table,
+    to_json,
+)
 
 app = typer.Typer()
 
@@ -19,7 +26,7 @@ def leaderboard_command(
     task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
     study: Annotated[str | None, typer.Option("--study", help="Only this study.")] = None,
     top: Annotated[
-        int | None, typer.Option("--top", min=1, help="Rows per task (JSON/CSV; table: 5).")
+        int | None, typer.Option("--top", min=1, help="Rows per task (default: table 1, JSON/CSV all).")
     ] = None,
     pareto: Annotated[
         bool, typer.Option("--pareto", help="Only the rows on their study's Pareto front.")
@@ -41,7 +48,9 @@ def leaderboard_command(
     # importing search.leaderboard (torch: seconds), so a wrong --db fails at once.
     require_database(db)
     from search import leaderboard
+    from search.leaderboard.queries import check_known
 
+    check_known(task=task, study=study, db_url=db)  # a typo is an error, not an empty table
     if refresh:
         n = leaderboard.refresh_heldout(
             db_url=db, study=study, task=task, top_n=top or REFRESH.top_n(), data_dir=data
@@ -49,7 +58,13 @@ def leaderboard_command(
         if not (as_json or as_csv):
             err_console.print(f"held-out scores computed for {n} rows")
     if not (as_json or as_csv or pareto):
-        console.print(leaderboard_table(leaderboard.summary(db_url=db, task=task, study=study)))
+        rows = leaderboard.summary(db_url=db, task=task, study=study, top=top or 1)
+        console.print(leaderboard_table(rows, ranked=(top or 1) > 1))
+        best = [r for r in rows if r["rank"] == 1]
+        for r in best:  # results, so stdout: the command that turns the best row into a model
+            task_note = r["task"] if len(best) > 1 else None
+            hint = export_hint(study=r["study"], trial=r["trial_number"], db_url=db, task=task_note)
+            typer.echo(hint)
         return
     rows = leaderboard.query(db_url=db, task=task, study=study, top=top, pareto_only=pareto)
     if as_json or as_csv:

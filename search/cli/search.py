@@ -17,7 +17,7 @@ from search.cli._options import (
     StorageOpt,
     TargetOpt,
 )
-from search.cli._render import search_summary, to_json
+from search.cli._render import export_hint, search_summary, to_json
 
 app = typer.Typer()
 
@@ -140,4 +140,9 @@ def search_command(
         grace_period=grace,
     )
     summary = run_search(config, progress=not as_json)
-    typer.echo(to_json(summary.as_dict()) if as_json else search_summary(summary))
+    if as_json:
+        typer.echo(to_json(summary.as_dict()))
+        return
+    typer.echo(search_summary(summary))
+    if summary.best_trial is not None:  # the one step from this result to a model folder
+        typer.echo(export_hint(study=summary.study_name, trial=summary.best_trial, db_url=db))
