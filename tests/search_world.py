@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,35 @@ def screened_sst2_copy(zoo: Path, *, factory: pytest.TempPathFactory, dest: Path
 def _key(zoo: Path) -> str:
     """A short name per zoo, so that two zoos in one session never share a database."""
     return hashlib.sha1(str(zoo.resolve()).encode()).hexdigest()[:8]
+
+
+def leaderboard_row(
+    study: str, number: int, score: float, *, task: str = "rte", target: float = 60.0
+) -> dict:
+    """A complete leaderboard row as the study writes it (synthetic ids and fingerprints)."""
+    return {
+        "task": task,
+        "study": study,
+        "trial_number": number,
+        "state": "complete",
+        "score_search": score,
+        "metrics": {"search": {"accuracy": score, "score": score}},
+        "target_score_search": target,
+        "target_score_heldout": target - 1,
+        "target_repo": f"pico/t5-pico-{task}",
+        "target_revision": "a" * 40,
+        "base_repo": "pico/t5-pico",
+        "base_revision": "b" * 40,
+        "ingredients": [{"repo_id": "pico/cand-1", "revision": "c" * 40, "coefficient": 0.5 + number / 10}],
+        "method": "task_arithmetic",
+        "method_options": {},
+        "scorer": {"mode": "rank", "data": "hub"},
+        "split_fingerprints": {"search": "s" * 64, "heldout": "h" * 64},
+        "scores": {task: {"search": score, "heldout": None}},
+        "objective": "score",
+        "constraints": {},
+        "pareto": False,
+        "examples_scored": 200,
+        "worker": "host:1",
+        "created": datetime(2026, 1, 1, tzinfo=UTC),
+    }

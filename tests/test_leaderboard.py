@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 
 import pytest
 
@@ -17,35 +16,7 @@ from search import leaderboard as lb
 from search.errors import SearchError
 from search.study import records
 from search.tables import LeaderboardRow
-
-
-def _row(study: str, number: int, score: float, *, task: str = "rte", target: float = 60.0) -> dict:
-    return {
-        "task": task,
-        "study": study,
-        "trial_number": number,
-        "state": "complete",
-        "score_search": score,
-        "metrics": {"search": {"accuracy": score, "score": score}},
-        "target_score_search": target,
-        "target_score_heldout": target - 1,
-        "target_repo": f"pico/t5-pico-{task}",
-        "target_revision": "a" * 40,
-        "base_repo": "pico/t5-pico",
-        "base_revision": "b" * 40,
-        "ingredients": [{"repo_id": "pico/cand-1", "revision": "c" * 40, "coefficient": 0.5 + number / 10}],
-        "method": "task_arithmetic",
-        "method_options": {},
-        "scorer": {"mode": "rank", "data": "hub"},
-        "split_fingerprints": {"search": "s" * 64, "heldout": "h" * 64},
-        "scores": {task: {"search": score, "heldout": None}},
-        "objective": "score",
-        "constraints": {},
-        "pareto": False,
-        "examples_scored": 200,
-        "worker": "host:1",
-        "created": datetime(2026, 1, 1, tzinfo=UTC),
-    }
+from tests.search_world import leaderboard_row
 
 
 @pytest.fixture()
@@ -56,7 +27,7 @@ def db_url(tmp_path):
 
 
 def test_upsert_is_idempotent_and_keeps_heldout(db_url):
-    rows = [_row("s1", n, 60.0 + n) for n in range(3)]
+    rows = [leaderboard_row("s1", n, 60.0 + n) for n in range(3)]
     assert records.upsert_rows(rows, db_url=db_url) == 3
     assert records.upsert_rows(rows, db_url=db_url) == 3
     got = lb.query(db_url=db_url, study="s1")
@@ -67,7 +38,7 @@ def test_upsert_is_idempotent_and_keeps_heldout(db_url):
     with session_scope(db_url) as session:
         row = session.query(LeaderboardRow).filter_by(study="s1", trial_number=2).one()
         row.score_heldout = 70.0
-    records.upsert_rows([_row("s1", 2, 62.0)], db_url=db_url)
+    records.upsert_rows([leaderboard_row("s1", 2, 62.0)], db_url=db_url)
     best = lb.study_best(study="s1", db_url=db_url)
     assert best["trial_number"] == 2 and best["score_heldout"] == 70.0
     assert best["gain_heldout"] == pytest.approx(70.0 - 59.0)
@@ -75,8 +46,10 @@ def test_upsert_is_idempotent_and_keeps_heldout(db_url):
 
 
 def test_query_filters_top_and_summary(db_url):
-    records.upsert_rows([_row("a", n, 50.0 + n, task="rte") for n in range(4)], db_url=db_url)
-    records.upsert_rows([_row("b", n, 40.0 - n, task="mrpc", target=41.0) for n in range(3)], db_url=db_url)
+    records.upsert_rows([leaderboard_row("a", n, 50.0 + n, task="rte") for n in range(4)], db_url=db_url)
+    records.upsert_rows(
+        [leaderboard_row("b", n, 40.0 - n, task="mrpc", target=41.0) for n in range(3)], db_url=db_url
+    )
     assert len(lb.query(db_url=db_url, task="rte")) == 4
     top = lb.query(db_url=db_url, top=2)
     assert [(r["task"], r["trial_number"]) for r in top] == [("mrpc", 0), ("mrpc", 1), ("rte", 3), ("rte", 2)]
@@ -110,7 +83,7 @@ def test_query_filters_top_and_summary(db_url):
 
 
 def test_csv_round_trip(db_url):
-    records.upsert_rows([_row("a", 0, 55.5)], db_url=db_url)
+    records.upsert_rows([leaderboard_row("a", 0, 55.5)], db_url=db_url)
     text = lb.to_csv(lb.query(db_url=db_url))
     (parsed,) = list(csv.DictReader(io.StringIO(text)))
     assert parsed["study"] == "a" and float(parsed["score_search"]) == 55.5
@@ -120,13 +93,13 @@ def test_csv_round_trip(db_url):
 def test_get_row_errors(db_url):
     with pytest.raises(SearchError, match="no completed trial"):
         lb.get_row(study="nope", db_url=db_url)
-    records.upsert_rows([_row("a", 0, 55.5)], db_url=db_url)
+    records.upsert_rows([leaderboard_row("a", 0, 55.5)], db_url=db_url)
     with pytest.raises(SearchError, match="no completed trial 7"):
         lb.get_row(study="a", trial=7, db_url=db_url)
 
 
 def test_cli_json_and_table(db_url):
-    records.upsert_rows([_row("a", n, 50.0 + n) for n in range(3)], db_url=db_url)
+    records.upsert_rows([leaderboard_row("a", n, 50.0 + n) for n in range(3)], db_url=db_url)
     dispose_engines()
     cmd = [sys.executable, "-m", "search.cli", "leaderboard", "--db", db_url]
     out = subprocess.run([*cmd, "--json", "--top", "2"], capture_output=True, text=True, check=True)

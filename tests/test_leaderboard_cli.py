@@ -4,7 +4,6 @@ that `search` and `leaderboard` print, `--top` on the table, unknown task or stu
 from __future__ import annotations
 
 import shlex
-from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner
@@ -14,43 +13,14 @@ from search.cli import app
 from search.errors import SearchError
 from search.leaderboard.queries import check_known, resolve_trial, split_key, summary
 from search.study import records
-from tests.search_world import SEARCH_SIZE, taskvec
-
-
-def _row(study: str, number: int, score: float, *, task: str) -> dict:
-    return {
-        "task": task,
-        "study": study,
-        "trial_number": number,
-        "state": "complete",
-        "score_search": score,
-        "metrics": {"search": {"score": score}},
-        "target_score_search": 60.0,
-        "target_score_heldout": 59.0,
-        "target_repo": f"pico/t5-pico-{task}",
-        "target_revision": "a" * 40,
-        "base_repo": "pico/t5-pico",
-        "base_revision": "b" * 40,
-        "ingredients": [{"repo_id": "pico/cand-1", "revision": "c" * 40, "coefficient": 0.5}],
-        "method": "task_arithmetic",
-        "method_options": {},
-        "scorer": {"mode": "rank", "data": "hub"},
-        "split_fingerprints": {"search": "s" * 64, "heldout": "h" * 64},
-        "scores": {task: {"search": score, "heldout": None}},
-        "objective": "score",
-        "constraints": {},
-        "pareto": False,
-        "examples_scored": 200,
-        "worker": "host:1",
-        "created": datetime(2026, 1, 1, tzinfo=UTC),
-    }
+from tests.search_world import SEARCH_SIZE, leaderboard_row, taskvec
 
 
 @pytest.fixture()
 def db_url(tmp_path):
     url = f"sqlite:///{tmp_path / 'taskvec.db'}"
-    records.upsert_rows([_row("a#x", n, 50.0 + n, task="rte") for n in range(3)], db_url=url)
-    records.upsert_rows([_row("b", n, 40.0 - n, task="mrpc") for n in range(2)], db_url=url)
+    records.upsert_rows([leaderboard_row("a#x", n, 50.0 + n, task="rte") for n in range(3)], db_url=url)
+    records.upsert_rows([leaderboard_row("b", n, 40.0 - n, task="mrpc") for n in range(2)], db_url=url)
     yield url
     dispose_engines()
 
@@ -97,7 +67,7 @@ def test_check_known_pairs_and_empty(db_url, tmp_path):
     with pytest.raises(SearchError, match="study 'b' has no rows for task 'rte'"):
         check_known(task="rte", study="b", db_url=db_url)
     check_known(task="mrpc", study="b", db_url=db_url)
-    records.upsert_rows([_row(f"s{n}", 0, 1.0, task="rte") for n in range(6)], db_url=db_url)
+    records.upsert_rows([leaderboard_row(f"s{n}", 0, 1.0, task="rte") for n in range(6)], db_url=db_url)
     with pytest.raises(SearchError, match=r"known studies: a#x, b, s0, s1, s2, \.\.\. \(8 in all\)"):
         check_known(task=None, study="zzz", db_url=db_url)
 
