@@ -2,9 +2,16 @@
 
 Input is the task prompt (`TaskSpec.format_input`), output the label word followed by `</s>`, trained
 with teacher forcing and AdamW. The same code makes the pico zoo's targets and candidates and, on the
-real `google-t5/t5-base`, a user's target. Checkpoints are written deterministically (sorted tensors,
-fixed metadata) into a temporary folder renamed into place, so an interrupted run leaves nothing
-half-written.
+real `google-t5/t5-base`, a user's target.
+
+A target never trains on its search split (invariant 2): its training rows
+(`search.tasks.provenance.training_rows`) leave out the search split screen and search carve from the
+same train file (same size and seed rules), and the fine-tuned model records that split in its
+config.json and card, so screen and search know it is clean. `include_search_split` trains on all of
+train and records nothing.
+
+Checkpoints are written deterministically (sorted tensors, fixed metadata) into a temporary folder renamed
+into place, so an interrupted run leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ from registry.errors import ModelError
 from registry.progress import progress_bar
 from search.errors import DataError
 from search.scoring.models import load_seq2seq
+from search.tasks.data import SearchSource
+from search.tasks.data import read_task_frame as read_task_frame  # re-exported: the zoo and tests use them
+from search.tasks.data import subsample as subsample
 from search.tasks.glue import TaskSpec, get_task
-
-SPLIT_FILE = "{split}-00000-of-00001.parquet"
+from search.tasks.provenance import set_search_split_record, training_rows
 
 
 @dataclass(frozen=True)
@@ -50,34 +59,6 @@ class TrainResult:
     n_train: int
     first_loss: float
     last_loss: float
-
-
-def read_task_frame(*, data_dir: Path, task: str, split: str = "train") -> pd.DataFrame:
-    """One split of a task from a GLUE-layout folder (`<data_dir>/<task>/<split>-00000-of-00001.parquet`).
-
-    Raises:
-        DataError: if the file is missing or lacks the task's columns.
-    """
-    spec = get_task(task)
-    path = Path(data_dir) / task / SPLIT_FILE.format(split=split)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (expected the nyu-mll/glue layout <dir>/{task}/{path.name})")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
-    missing = [c for c in spec.columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing columns {missing} for task {task!r}")
-    return frame
-
-
-def subsample(frame: pd.DataFrame, *, max_train: int | None, seed: int) -> pd.DataFrame:
-    """The first `max_train` rows of a seeded permutation (all rows, permuted, if None)."""
-    order = np.random.default_rng(seed).permutation(len(frame))
-    if max_train is not None:
-        order = order[:max_train]
-    return frame.iloc[order].reset_index(drop=True)
 
 
 def task_pairs(spec: TaskSpec, frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -298,8 +279,12 @@ def finetune(
     base_name: str | None = None,
     dataset_name: str = "nyu-mll/glue",
     progress: bool = True,
+    search_size: int | None = None,
+    split_seed: int = 0,
+    search_from: SearchSource = "train",
+    include_search_split: bool = False,
 ) -> Path:
-    """Fine-tune `base` on `task` from a GLUE-layout folder and save a Hub-like model folder.
+    """Fine-tune `base` on `task` from a GLUE-layout folder and save a Hub-like model folder; returns `out`.
 
     Args:
         base: model folder or Hub repo id.
@@ -316,16 +301,24 @@ def finetune(
         base_name: name the card gives the base (default: `base` as given).
         dataset_name: dataset named in the card.
         progress: show a progress bar.
-
-    Returns:
-        `out`.
+        search_size, split_seed, search_from, include_search_split: the search split left out of the
+            training rows and recorded (see `search.tasks.provenance.training_rows`).
 
     Raises:
         DataError: missing or malformed data, unknown task.
         ModelError: the base cannot be loaded.
     """
     spec = get_task(task)
-    frame = subsample(read_task_frame(data_dir=data_dir, task=task), max_train=max_train, seed=seed)
+    frame, exclusion = training_rows(
+        task=task,
+        data_dir=data_dir,
+        max_train=max_train,
+        seed=seed,
+        search_size=search_size,
+        split_seed=split_seed,
+        search_from=search_from,
+        include_search_split=include_search_split,
+    )
     pairs = task_pairs(spec, frame)
     if not pairs:
         raise DataError(f"{data_dir}/{task}: no labelled training rows")
@@ -333,28 +326,56 @@ def finetune(
     missing = [w for w in spec.label_words.values() if tokenizer.unk_token_id in tokenizer(w)["input_ids"]]
     if missing:
         raise ModelError(f"{base}: tokenizer cannot spell the label words {missing} of task {task!r}")
+    set_search_split_record(model.config, exclusion.record)
     n_steps = steps if steps is not None else max(1, math.ceil(epochs * len(pairs) / batch_size))
     result = _train_with_progress(
         model, tokenizer, pairs, steps=n_steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress
     )
-    card = model_card(
-        title=f"{Path(out).name}: {base_name or base} fine-tuned on {task}",
-        base_model=str(base_name or base),
+    card = _card(
+        out=out,
+        base=str(base_name or base),
+        revision=revision,
+        spec=spec,
+        dataset_name=dataset_name,
+        card_line=exclusion.card_line,
+        result=result,
+        hyper={"learning rate": lr, "batch size": batch_size, "seed": seed},
+    )
+    return save_checkpoint(model=model, tokenizer=tokenizer, out=out, card=card)
+
+
+def _card(
+    *,
+    out: Path,
+    base: str,
+    revision: str | None,
+    spec: TaskSpec,
+    dataset_name: str,
+    card_line: str,
+    result: TrainResult,
+    hyper: Mapping[str, object],
+) -> str:
+    """The fine-tuned model's card: what it was trained on (and what it left out) and how."""
+    return model_card(
+        title=f"{Path(out).name}: {base} fine-tuned on {spec.name}",
+        base_model=base,
         datasets=[dataset_name],
-        tags=[f"task:{task}"],
-        description=f"Fine-tuned in T5 text-to-text format (`{spec.name} ...` -> label word) by `taskvec finetune`.",
+        tags=[f"task:{spec.name}"],
+        description=(
+            f"Fine-tuned in T5 text-to-text format (`{spec.name} ...` -> label word) by `taskvec finetune`."
+            f"\n\n{card_line}"
+        ),
         details={
             "base revision": revision or "local",
-            "task": task,
+            "task": spec.name,
             "train examples": result.n_train,
             "steps": result.steps,
-            "learning rate": lr,
-            "batch size": batch_size,
-            "seed": seed,
+            "learning rate": hyper["learning rate"],
+            "batch size": hyper["batch size"],
+            "seed": hyper["seed"],
             "loss (first -> last)": f"{result.first_loss:.4f} -> {result.last_loss:.4f}",
         },
     )
-    return save_checkpoint(model=model, tokenizer=tokenizer, out=out, card=card)
 
 
 def _train_with_progress(model, tokenizer, pairs, *, steps, lr, batch_size, seed, progress) -> TrainResult:

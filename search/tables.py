@@ -1,7 +1,8 @@
 """Search's tables on the registry's declarative `Base`: screenings and the leaderboard.
 
-Both tables are created by the Alembic migrations `alembic/versions/0002_search_tables.py` and
-`0003_multitask_leaderboard.py`; the ORM classes here must stay in step with them. JSON columns use
+Both tables are created by the Alembic migrations `alembic/versions/0002_search_tables.py`,
+`0003_multitask_leaderboard.py` and `0004_heldout_predictions.py`; the ORM classes here must stay in step
+with them. JSON columns use
 SQLAlchemy's generic `JSON` so that the same schema runs on SQLite and PostgreSQL.
 
 The leaderboard is shaped for multi-task objectives from the start: `scores` maps task -> {search,
@@ -102,6 +103,42 @@ class LeaderboardRow(Base):
     worker: Mapped[str] = mapped_column(String(256))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heldout_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Written with the held-out scores, so the gain's interval can be recomputed without rescoring:
+    # {"version": 1, "tasks": {task: {"fingerprint", "labels", "row", "target"}}}, each a string of one
+    # character per held-out example in the split's order (`search.scoring.bootstrap.encode_labels`).
+    heldout_predictions: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # The held-out gain over the target with its paired bootstrap interval (`GainInterval.to_dict`):
+    # {"lo", "hi", "gain", "level", "resamples", "seed", "n", "method"}; None before held-out scoring.
+    gain_ci: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class BaselineRow(Base):
+    """One obvious alternative scored beside a study's result (`search.study.baselines`), both splits."""
+
+    __tablename__ = "baselines"
+    __table_args__ = (UniqueConstraint("study", "name", name="uq_baselines_study_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study: Mapped[str] = mapped_column(String(256), index=True)
+    task: Mapped[str] = mapped_column(String(128), index=True)  # the study's task label (`a,b` for several)
+    name: Mapped[str] = mapped_column(
+        String(32)
+    )  # target | best-single | add-all | global-lambda | search-best
+    objective: Mapped[str] = mapped_column(String(64))
+    # repo id -> lambda of the vectors it adds; empty for the target alone.
+    coefficients: Mapped[dict] = mapped_column(JSON)
+    # task -> {"search": score, "heldout": score}
+    scores: Mapped[dict] = mapped_column(JSON)
+    objective_search: Mapped[float] = mapped_column(Float)
+    objective_heldout: Mapped[float] = mapped_column(Float)
+    # The held-out objective's gain over the target with its paired bootstrap interval (`GainInterval`).
+    gain_ci: Mapped[dict] = mapped_column(JSON)
+    # search-best only: the interval of its held-out objective minus best-single's.
+    versus_single_ci: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # task -> held-out predicted label ids in the split's order (`encode_labels`), to recompute intervals.
+    heldout_predictions: Mapped[dict] = mapped_column(JSON)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def worker_id() -> str:

@@ -33,7 +33,7 @@ from registry.models import BaseModel, Checkpoint
 from search.cli.app import app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAD = "0003"
+HEAD = "0005"
 TABLES = {"base_models", "checkpoints", "screenings", "leaderboard"}
 
 

@@ -14,6 +14,7 @@ import optuna
 import pytest
 
 from benchmarks import demo
+from benchmarks.zoo import load_manifest
 from search import leaderboard
 
 TRIALS = 3
@@ -63,10 +64,24 @@ def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, 
     index = (out / "report" / "index.html").read_text()
     assert all(f">{t}</a>" in index and f"{t}/index.html" in index for t in config.tasks)
 
-    # one model for both tasks: the ingredients are the two fine-tuned targets
+    # the baselines beside each result: the search's best is the stored best, the target has gain 0
+    for r in summary.results:
+        names = [b["name"] for b in r.baselines["rows"]]
+        assert names == ["target", "best-single", "add-all", "global-lambda", "search-best"]
+        by = {b["name"]: b for b in r.baselines["rows"]}
+        assert by["search-best"]["trial"] == r.best_trial
+        assert by["search-best"]["objective_heldout"] == pytest.approx(r.best_score_heldout)
+        assert by["target"]["objective_heldout"] == pytest.approx(r.target_score_heldout)
+        assert r.baselines["best_vs_single_ci"] is not None
+    assert "baselines (held-out gain" in index
+
+    # one model for both tasks: the ingredients are each task's multi-task model (zoo v4) or target
     multi = summary.multi
     assert multi is not None and multi.n_finished == TRIALS and "multitask/index.html" in index
-    assert {i["repo_id"] for i in multi.ingredients} <= {demo.TARGET_FMT.format(task=t) for t in TASKS}
+    models = load_manifest(tiny_zoo).get("multitask") or {}
+    refs = {models.get(t, demo.TARGET_FMT.format(task=t)) for t in TASKS}
+    assert {i["repo_id"] for i in multi.ingredients} <= refs
+    assert multi.baselines is not None and multi.baselines["rows"][0]["coefficients"] == {}
     best = leaderboard.study_best(study=multi.study, db_url=db_url)
     assert best["trial_number"] == multi.best_trial and best["objective"] == "normalized-mean"
     for t in TASKS:
@@ -103,4 +118,11 @@ def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, 
     assert "one model for all tasks" in "\n".join(printed)
     last = json.loads(printed[-1])
     assert set(last["tasks"]) == set(config.tasks)
+    assert set(last["tasks"]["sst2"]["baselines"]["rows"]) == {
+        "target",
+        "best-single",
+        "add-all",
+        "global-lambda",
+        "search-best",
+    }
     assert last["multitask"]["normalized_mean"]["best"] == pytest.approx(multi.best_normalized)

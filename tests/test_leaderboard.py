@@ -106,7 +106,7 @@ def test_cli_json_and_table(db_url):
     rows = json.loads(out.stdout)
     assert [r["trial_number"] for r in rows] == [2, 1]
     table = subprocess.run(cmd, capture_output=True, text=True, check=True, env={"COLUMNS": "250", **_env()})
-    assert "rte" in table.stdout and "52.00" in table.stdout and "-8.00" in table.stdout
+    assert "rte" in table.stdout and "60.00 → 52.00" in table.stdout  # target → best on search
     bad = subprocess.run(
         [sys.executable, "-m", "search.cli", "export", "--study", "zzz", "--out", "x", "--db", db_url],
         capture_output=True,

@@ -149,3 +149,17 @@ def test_cli_error_is_one_line(synced_db, tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "target is incompatible" in out.stderr
+
+
+@pytest.mark.slow
+def test_excluded_candidates_are_neither_screened_nor_returned(synced_zoo, tmp_path):
+    home = synced_zoo(tmp_path)
+    keep = ("pico/t5-pico-[!f]*",)  # every repo but the food-* ones
+    rows = _screen(home, exclude=keep)
+    food = {r for r in compatible_non_base(home.zoo) if r.startswith("pico/t5-pico-f")}
+    assert rows and {r["candidate_repo"] for r in rows} == food
+    # A repo screened earlier but excluded now stays in the database and is not returned.
+    rows = _screen(home, exclude=("pico/t5-pico-food-sst2-a",))
+    expected = compatible_non_base(home.zoo) - {"pico/t5-pico-sst2", "pico/t5-pico-food-sst2-a"}
+    assert {r["candidate_repo"] for r in rows} == expected
+    dispose_engines()

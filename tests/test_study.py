@@ -37,10 +37,17 @@ TASK, TARGET = "sst2", "pico/t5-pico-sst2"
 
 
 def test_prefix_sizes_sit_on_the_pruner_rungs():
-    assert prefix_sizes(200, rungs=3, reduction_factor=3, pruning=True) == [23, 69, 200]
+    assert prefix_sizes(200, rungs=3, reduction_factor=3, pruning=True, min_prefix=1) == [23, 69, 200]
     assert prefix_sizes(200, rungs=3, reduction_factor=3, pruning=False) == [200]
-    assert prefix_sizes(5, rungs=3, reduction_factor=3, pruning=True) == [1, 3, 5]
+    assert prefix_sizes(5, rungs=3, reduction_factor=3, pruning=True, min_prefix=1) == [1, 3, 5]
     assert prefix_sizes(1000, rungs=2, reduction_factor=2, pruning=True) == [500, 1000]
+
+
+def test_first_prefix_is_large_enough_to_judge():
+    # 23 examples would decide a trial's fate on noise: the rung below 64 examples is dropped.
+    assert prefix_sizes(200, rungs=3, reduction_factor=3, pruning=True) == [67, 200]
+    assert prefix_sizes(1000, rungs=3, reduction_factor=3, pruning=True) == [112, 336, 1000]
+    assert prefix_sizes(100, rungs=3, reduction_factor=3, pruning=True) == [100]
 
 
 def test_candidate_rule_and_warm_start():

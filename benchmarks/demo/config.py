@@ -72,6 +72,7 @@ class TaskResult:
     screened: int = 0
     report: str = ""
     seconds: float = 0.0
+    baselines: dict[str, Any] | None = None  # `search.study.Baselines.as_dict()`
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class MultiTaskResult:
     baseline_normalized: dict[str, float]
     report: str
     seconds: float
+    baselines: dict[str, Any] | None = None  # `search.study.Baselines.as_dict()`
 
 
 @dataclass(frozen=True)

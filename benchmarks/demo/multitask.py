@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.demo.config import BASE_REPO, TARGET_FMT, DemoConfig, MultiTaskResult
+from benchmarks.zoo import load_manifest
 from search.errors import SearchError
 from search.leaderboard import study_best, write_report
-from search.study import SearchConfig, global_lambda_baseline, run_search
+from search.study import SearchConfig, load_baselines, run_search
 from search.study.objectives import combine
 
 Scores = dict[str, dict[str, float | None]]  # task -> split ("search", "heldout") -> score
@@ -23,11 +24,13 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
     those models, FusionBench's setting.
     """
     started = time.perf_counter()
+    # Zoo v4 names each task's multi-task model (fine-tuned well above the base); older zoos: the targets.
+    models = load_manifest(zoo).get("multitask") or {}
     search = SearchConfig(
         task=",".join(config.tasks),
         target=BASE_REPO,
         objective=config.multi_objective,
-        references={t: TARGET_FMT.format(task=t) for t in config.tasks},
+        references={t: models.get(t, TARGET_FMT.format(task=t)) for t in config.tasks},
         data_dir=zoo,
         top_k=len(config.tasks),
         n_trials=config.multi_trials,
@@ -38,7 +41,10 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
         seed=config.seed,
     )
     summary = run_search(search, progress=config.progress)
-    baseline = global_lambda_baseline(search)
+    baselines = load_baselines(study=summary.study_name, db_url=search.db_url)
+    if baselines is None:
+        raise SearchError(f"multi-task study {summary.study_name} stored no baselines")
+    baseline = baselines.get("global-lambda")
     best = study_best(study=summary.study_name, db_url=db_url)
     if best is None:
         raise SearchError(f"multi-task study {summary.study_name} finished no trial")
@@ -61,13 +67,14 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
         finetuned_scores=finetuned,
         base_scores=base,
         best_scores=best_scores,
-        baseline_lambda=baseline.lambda_,
+        baseline_lambda=next(iter(baseline.coefficients.values()), 0.0),
         baseline_scores=baseline.scores,
         base_normalized=normalized(base, tasks=config.tasks, finetuned=finetuned),
         best_normalized=normalized(best_scores, tasks=config.tasks, finetuned=finetuned),
         baseline_normalized=normalized(baseline.scores, tasks=config.tasks, finetuned=finetuned),
         report=str(index.relative_to(out)),
         seconds=time.perf_counter() - started,
+        baselines=baselines.as_dict(),
     )
 
 

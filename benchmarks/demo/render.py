@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.demo.config import DemoSummary, MultiTaskResult, TaskResult
+from search.tasks import get_task
 
 
 def _fmt(value: float | None) -> str:
@@ -58,6 +59,63 @@ def leaderboard_table(results: Sequence[TaskResult]) -> Table:
             f"{r.n_finished} ({r.n_pruned})",
             _ingredients_text(r.ingredients),
         )
+    return table
+
+
+BASELINE_LABELS = {
+    "target": "target alone",
+    "best-single": "best single (screened lambda)",
+    "add-all": "add every ingredient (screened lambdas)",
+    "global-lambda": "global lambda (FusionBench)",
+    "search-best": "search's best",
+}
+
+
+MULTI_LABELS = {
+    "target": "base alone",
+    "best-single": "best single vector",
+    "add-all": "add every vector (naive sum)",
+}
+
+
+def _ci(ci: dict[str, Any] | None) -> str:
+    return "-" if ci is None else f"[{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
+
+
+def _composition(coefficients: dict[str, float]) -> str:
+    items = [{"repo_id": r, "coefficient": c} for r, c in coefficients.items()]
+    return _ingredients_text(items)
+
+
+def baselines_table(title: str, baselines: dict[str, Any], *, multi: bool = False) -> Table:
+    """One study's baselines beside its result: objective on both splits, held-out gain with its interval.
+
+    A multi-task study composes from the base: its "target" row is the base alone.
+    """
+    labels = {**BASELINE_LABELS, **(MULTI_LABELS if multi else {})}
+    table = Table(title=title)
+    for col, justify in (
+        ("", "left"),
+        ("search", "right"),
+        ("held-out", "right"),
+        ("held-out gain\nover target [95% CI]", "right"),
+        ("composition", "left"),
+    ):
+        table.add_column(col, justify=justify, overflow="fold")
+    for row in baselines["rows"]:
+        label = labels.get(row["name"], row["name"])
+        if row["trial"] is not None:
+            label += f" (trial {row['trial']})"
+        table.add_row(
+            label,
+            _fmt(row["objective_search"]),
+            _fmt(row["objective_heldout"]),
+            f"{_gain(row['objective_heldout'], baselines['rows'][0]['objective_heldout'])} {_ci(row['gain_ci'])}",
+            _composition(row["coefficients"]),
+        )
+    versus = baselines.get("best_vs_single_ci")
+    if versus is not None:
+        table.caption = f"search's best minus best single, held-out, paired bootstrap 95% CI: {_ci(versus)}"
     return table
 
 
@@ -122,6 +180,7 @@ beside, never used to choose. Each task links to its study's report.</p>
 <th>best held-out</th><th>gain</th><th>composition</th></tr>
 {rows}
 </table>
+{"".join(_baselines_html(r.task, r.baselines) for r in results)}
 {_multi_html(multi)}
 </body></html>
 """
@@ -131,6 +190,29 @@ beside, never used to choose. Each task links to its study's report.</p>
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _baselines_html(title: str, baselines: dict[str, Any] | None, *, multi: bool = False) -> str:
+    """A study's baselines as an HTML table (the terminal's `baselines_table`)."""
+    if baselines is None:
+        return ""
+    labels = {**BASELINE_LABELS, **(MULTI_LABELS if multi else {})}
+    target = baselines["rows"][0]["objective_heldout"]
+    rows = "\n".join(
+        f"<tr><td>{html.escape(labels.get(b['name'], b['name']))}</td><td>{_fmt(b['objective_search'])}</td>"
+        f"<td>{_fmt(b['objective_heldout'])}</td>"
+        f"<td>{_gain(b['objective_heldout'], target)} {_ci(b['gain_ci'])}</td>"
+        f"<td>{html.escape(_composition(b['coefficients']))}</td></tr>"
+        for b in baselines["rows"]
+    )
+    versus = baselines.get("best_vs_single_ci")
+    note = (
+        "" if versus is None else f"<p>Search's best minus best single, held-out: {_ci(versus)} (95% CI).</p>"
+    )
+    return f"""<h3>{html.escape(title)}: baselines (held-out gain with its paired bootstrap 95% interval)</h3>
+<table><tr><th></th><th>search</th><th>held-out</th><th>held-out gain [95% CI]</th><th>composition</th></tr>
+{rows}
+</table>{note}"""
 
 
 def _multi_html(multi: MultiTaskResult | None) -> str:
@@ -150,7 +232,8 @@ The global lambda ({multi.baseline_lambda:g}) and the composition were chosen on
 {rows}
 <tr><th>normalized mean</th><td>100.00</td><td>{_fmt(multi.base_normalized["heldout"])}</td>
 <td>{_fmt(multi.baseline_normalized["heldout"])}</td><td>{_fmt(multi.best_normalized["heldout"])}</td></tr>
-</table>"""
+</table>
+{_baselines_html("one model for all tasks", multi.baselines, multi=True)}"""
 
 
 def print_summary(summary: DemoSummary, *, wall: float) -> None:
@@ -158,8 +241,14 @@ def print_summary(summary: DemoSummary, *, wall: float) -> None:
     console = Console(width=max(120, Console().width))  # the table stays readable when piped to a file
     console.print()
     console.print(leaderboard_table(summary.results))
+    for r in summary.results:
+        if r.baselines is not None:
+            console.print(baselines_table(f"{r.task}: {_metric_note(r.task)}", r.baselines))
     if summary.multi is not None:
         console.print(multitask_table(summary.multi))
+        if summary.multi.baselines is not None:
+            title = f"one model for all tasks: {summary.multi.objective} of the tasks' scores"
+            console.print(baselines_table(title, summary.multi.baselines, multi=True))
     console.print(f"report: {summary.report}", highlight=False)
     console.print(
         f"leaderboard again: TASKVEC_DB={summary.db_url} taskvec leaderboard", highlight=False, soft_wrap=True
@@ -181,6 +270,7 @@ def summary_json(summary: DemoSummary, *, wall: float) -> dict[str, Any]:
                 "best_heldout": r.best_score_heldout,
                 "trials": r.n_finished,
                 "pruned": r.n_pruned,
+                "baselines": _baselines_json(r.baselines),
             }
             for r in summary.results
         },
@@ -188,8 +278,33 @@ def summary_json(summary: DemoSummary, *, wall: float) -> dict[str, Any]:
     }
 
 
+def _metric_note(task: str) -> str:
+    spec = get_task(task)
+    return f"{spec.metric_name} x100; search = carved from GLUE train, held-out = GLUE validation"
+
+
+def _baselines_json(baselines: dict[str, Any] | None) -> dict[str, Any] | None:
+    if baselines is None:
+        return None
+    rows = {
+        b["name"]: {
+            "search": b["objective_search"],
+            "heldout": b["objective_heldout"],
+            "gain_ci": _ends(b["gain_ci"]),
+            "coefficients": {r: round(c, 4) for r, c in b["coefficients"].items()},
+        }
+        for b in baselines["rows"]
+    }
+    return {"rows": rows, "best_vs_single_ci": _ends(baselines["best_vs_single_ci"])}
+
+
+def _ends(ci: dict[str, Any] | None) -> list[float] | None:
+    return None if ci is None else [round(ci["lo"], 2), round(ci["hi"], 2)]
+
+
 def _multi_json(multi: MultiTaskResult) -> dict[str, Any]:
     return {
+        "baselines": _baselines_json(multi.baselines),
         "study": multi.study,
         "trials": multi.n_finished,
         "pruned": multi.n_pruned,

@@ -22,12 +22,12 @@ from benchmarks.demo.config import (
 )
 from benchmarks.demo.multitask import run_multitask
 from benchmarks.demo.render import write_index
-from benchmarks.zoo import build
+from benchmarks.zoo import build, load_manifest
 from registry.constants import ENV_DB, ENV_HOME
 from registry.sync import sync
 from search.leaderboard import study_best, write_report
 from search.screen import screen
-from search.study import SearchConfig, run_search
+from search.study import SearchConfig, load_baselines, run_search
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,13 @@ def run_task(config: DemoConfig, *, task: str, place: _Place) -> TaskResult:
     t_task = time.perf_counter()
     target = TARGET_FMT.format(task=task)
     _say(config, f"\n[{task}] screening candidates for {target}")
+    # Zoo v4's multi-task models are fine-tuned on each target's own task with all its data: a better
+    # target, not a helper. The single-task stage asks what *other* models add, so they sit it out.
+    multitask_models = tuple(load_manifest(place.zoo).get("multitask", {}).values())
     screened = screen(
         task=task,
         target=target,
+        exclude=multitask_models,
         db_url=place.db_url,
         data_dir=place.zoo,
         lambdas=config.lambdas,
@@ -137,6 +141,7 @@ def run_task(config: DemoConfig, *, task: str, place: _Place) -> TaskResult:
         seed=config.seed,
     )
     summary = run_search(search, progress=config.progress)
+    baselines = load_baselines(study=summary.study_name, db_url=search.db_url)
     report_dir = place.out / "report" / task
     index = write_report(study=summary.study_name, storage=place.storage, db_url=place.db_url, out=report_dir)
     best = study_best(study=summary.study_name, db_url=place.db_url)
@@ -155,6 +160,7 @@ def run_task(config: DemoConfig, *, task: str, place: _Place) -> TaskResult:
         screened=len(screened),
         report=str(index.relative_to(place.out)),
         seconds=time.perf_counter() - t_task,
+        baselines=None if baselines is None else baselines.as_dict(),
     )
 
 

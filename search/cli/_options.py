@@ -102,6 +102,14 @@ TargetOpt = Annotated[
 SearchSizeOpt = Annotated[
     int | None, typer.Option("--search-size", min=1, help="Examples in the search split.")
 ]
+SearchFromOpt = Annotated[
+    str,
+    typer.Option(
+        "--search-from",
+        help="train: search split from GLUE train, held-out = validation; validation: search on one "
+        "stratified half of validation, held-out = the other (for a target that may have seen train).",
+    ),
+]
 MethodOpt = Annotated[str, typer.Option("--method", help="task_arithmetic | ties | dare.")]
 MethodOptionOpt = Annotated[
     list[str],

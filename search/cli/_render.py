@@ -99,41 +99,107 @@ def helpful_csv(rows: Sequence[dict[str, Any]], *, columns: Sequence[str]) -> st
     return buf.getvalue()
 
 
+def _arrow(before: float | None, after: float | None) -> str:
+    return f"{_num(before)} → {_num(after)}"
+
+
+def gain_with_interval(gain: float | None, ci: dict[str, Any] | None) -> str:
+    """`+6.17 [+1.23, +10.50]`: a held-out gain with its paired bootstrap interval (`-` when unscored)."""
+    if gain is None:
+        return "-"
+    if not ci:
+        return _num(gain, signed=True)  # a row scored before intervals were stored
+    return f"{gain:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
+
+
 def leaderboard_table(summaries: Sequence[dict[str, Any]], *, ranked: bool = False) -> Table:
     """`taskvec leaderboard`: per task, the target against its best compositions (search and held-out).
 
-    `ranked` adds each row's rank in its task (what `taskvec export --task T --rank N` takes).
+    Laid out for 100 columns: the target under its task, target → best per split, the held-out gain with
+    its 95% interval, the study#trial key under the ingredients. `ranked` adds each row's rank in its task
+    (what `taskvec export --task T --rank N` takes).
     """
-    columns = (
-        "task",
-        *(("rank",) if ranked else ()),
-        "target",
-        "target search",
-        "target held-out",
-        "best search",
-        "best held-out",
-        "gain search",
-        "gain held-out",
-        "ingredients",
-        "study#trial",
-    )
     title = "taskvec leaderboard (best chosen on the search split)"
-    table = _table(title, columns, left=("task", "target", "ingredients", "study#trial"))
+    table = Table(title=title)
+    table.add_column("task\ntarget", justify="left", overflow="fold")
+    if ranked:
+        table.add_column("rank", justify="right", no_wrap=True)
+    for col in ("search\ntarget → best", "held-out\ntarget → best", "gain [lo, hi]\nheld-out, 95%"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("ingredients\nstudy#trial", justify="left", overflow="fold", min_width=16)
     for s in summaries:
+        names = [f"{i['repo_id']}x{i['coefficient']:.2f}" for i in s["ingredients"]] or ["(target)"]
         table.add_row(
-            s["task"],
+            f"{s['task']}\n{s['target_repo']}",
             *((str(s["rank"]),) if ranked else ()),
-            s["target_repo"],
-            _num(s["target_score_search"]),
-            _num(s["target_score_heldout"]),
-            _num(s["best_score_search"]),
-            _num(s["best_score_heldout"]),
-            _num(s["gain_search"], signed=True),
-            _num(s["gain_heldout"], signed=True),
-            _ingredients(s["ingredients"]) or "(target)",
-            f"{s['study']}#{s['trial_number']}",
+            _arrow(s["target_score_search"], s["best_score_search"]),
+            _arrow(s["target_score_heldout"], s["best_score_heldout"]),
+            gain_with_interval(s["gain_heldout"], s.get("gain_ci")),
+            "\n".join([*names, f"{s['study']}#{s['trial_number']}"]),
         )
     return table
+
+
+BASELINE_LABELS = {
+    "target": "target alone",
+    "best-single": "best single\n(screened λ)",
+    "add-all": "add every\ningredient",
+    "global-lambda": "global λ\n(FusionBench)",
+    "search-best": "search's best",
+}
+
+
+def baselines_table(baselines: dict[str, Any]) -> Table:
+    """`taskvec leaderboard --baselines`: a study's obvious alternatives beside its best, both splits.
+
+    One row per baseline (`search.study.Baselines.as_dict()`), the objective on each split, the held-out
+    gain over the target with its 95% interval, the vectors one per line; the search's best minus the
+    best single in the caption. A multi-task study's target is the base.
+    """
+    multi = len(baselines["tasks"]) > 1
+    what = (
+        f"{baselines['objective']} over {', '.join(baselines['tasks'])}" if multi else baselines["tasks"][0]
+    )
+    table = Table(title=f"baselines of {baselines['study']} ({what})")
+    table.add_column("baseline", justify="left")
+    for col in ("search", "held-out", "gain [lo, hi]\nheld-out, 95%"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("vectors x λ", justify="left", overflow="fold", min_width=16)
+    target = baselines["rows"][0]["objective_heldout"]
+    for b in baselines["rows"]:
+        label = BASELINE_LABELS.get(b["name"], b["name"])
+        if multi and b["name"] == "target":
+            label = "base alone"
+        if b.get("trial") is not None:
+            label += f"\n(trial {b['trial']})"
+        names = [f"{r} x{c:.2f}" for r, c in b["coefficients"].items()] or ["(none)"]
+        table.add_row(
+            label,
+            _num(b["objective_search"]),
+            _num(b["objective_heldout"]),
+            gain_with_interval(b["objective_heldout"] - target, b.get("gain_ci")),
+            "\n".join(names),
+        )
+    versus = baselines.get("best_vs_single_ci")
+    if versus:
+        table.caption = (
+            f"search's best - best single, held-out: {gain_with_interval(versus['gain'], versus)} "
+            f"(95% paired bootstrap){'' if versus['lo'] > 0 or versus['hi'] < 0 else ': not significant'}"
+        )
+    return table
+
+
+def gain_notes(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per summary row with an interval: its held-out gain, the interval and what it says."""
+    lines = []
+    for s in summaries:
+        ci = s.get("gain_ci")
+        if ci and s.get("verdict"):
+            lines.append(
+                f"{s['task']}: held-out gain {gain_with_interval(s['gain_heldout'], ci)} "
+                f"({100 * ci['level']:g}% paired bootstrap, {ci['resamples']} resamples): {s['verdict']}"
+            )
+    return lines
 
 
 def export_hint(*, study: str, trial: int, db_url: str | None, task: str | None = None) -> str:
@@ -161,12 +227,26 @@ def pareto_table(rows: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
+def _search_gain(summary: SearchSummary) -> str:
+    """`, held-out gain +1.20 [-0.80, +3.10]: no significant gain` for a best row with an interval."""
+    ci = getattr(summary, "best_gain_ci", None)
+    if not ci or summary.best_score_heldout is None or summary.target_score_heldout is None:
+        return ""
+    # Lazy: the verdict's one definition lives with the bootstrap (search.scoring pulls in torch, which
+    # a finished search has loaded already).
+    from search.scoring.bootstrap import verdict
+
+    gain = summary.best_score_heldout - summary.target_score_heldout
+    return f", held-out gain {gain_with_interval(gain, ci)}: {verdict(ci)}"
+
+
 def search_summary(summary: SearchSummary) -> str:
     """`taskvec search`: the study's state, the target's scores and the best trial."""
     best = "none completed" if not summary.n_infeasible else "none feasible"
     if summary.best_trial is not None:
         held = "" if summary.best_score_heldout is None else f", held-out {summary.best_score_heldout:.2f}"
         best = f"trial {summary.best_trial}: search {summary.best_score_search:.2f}{held}"
+        best += _search_gain(summary)
         if summary.best_scores:
             best += " (" + ", ".join(f"{t} {v:.2f}" for t, v in summary.best_scores.items()) + ")"
     extra = ""

@@ -9,9 +9,11 @@ import typer
 
 from search.cli._options import REFRESH, CsvOpt, DbOpt, JsonOpt
 from search.cli._render import (
+    baselines_table,
     console,
     err_console,
     export_hint,
+    gain_notes,
     leaderboard_table,
     pareto_table,
     to_json,
@@ -30,6 +32,14 @@ def leaderboard_command(
     ] = None,
     pareto: Annotated[
         bool, typer.Option("--pareto", help="Only the rows on their study's Pareto front.")
+    ] = False,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines",
+            help="The obvious alternatives beside each study's best: target, best single, add-all, "
+            "global lambda (both splits, held-out gain with its 95% interval).",
+        ),
     ] = False,
     refresh: Annotated[
         bool, typer.Option("--refresh", help="First score top rows lacking a held-out score.")
@@ -57,9 +67,14 @@ def leaderboard_command(
         )
         if not (as_json or as_csv):
             err_console.print(f"held-out scores computed for {n} rows")
+    if baselines:
+        _print_baselines(task=task, study=study, db_url=db, as_json=as_json)
+        return
     if not (as_json or as_csv or pareto):
         rows = leaderboard.summary(db_url=db, task=task, study=study, top=top or 1)
         console.print(leaderboard_table(rows, ranked=(top or 1) > 1))
+        for line in gain_notes(rows):
+            typer.echo(line)
         best = [r for r in rows if r["rank"] == 1]
         for r in best:  # results, so stdout: the command that turns the best row into a model
             task_note = r["task"] if len(best) > 1 else None
@@ -73,3 +88,22 @@ def leaderboard_command(
         console.print(pareto_table(rows))
     else:
         err_console.print("no Pareto-optimal rows (only `--objective pareto` studies mark a front)")
+
+
+def _print_baselines(*, task: str | None, study: str | None, db_url: str | None, as_json: bool) -> None:
+    from search.study import baseline_studies, load_baselines
+
+    names = [study] if study else baseline_studies(task=task, db_url=db_url)
+    found = [b for b in (load_baselines(study=n, db_url=db_url) for n in names) if b is not None]
+    if as_json:
+        typer.echo(to_json([b.as_dict() for b in found]))
+        return
+    if not found:
+        where = f"study {study}" if study else (f"task {task}" if task else "any study")
+        err_console.print(
+            f"no baselines stored for {where}: a search stores them when its study finishes "
+            "(rerun the same `taskvec search` command to add them to an older study)"
+        )
+        raise typer.Exit(1)
+    for b in found:
+        console.print(baselines_table(b.as_dict()))

@@ -18,6 +18,8 @@ from search.cli._options import (
     MethodOpt,
     MethodOptionOpt,
     RevisionOpt,
+    SearchFromOpt,
+    SearchSizeOpt,
 )
 from search.cli._render import console, eval_table, to_json
 from search.cli.export import OUT_HELP, ForceOpt, note
@@ -49,9 +51,23 @@ def finetune_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per step.")] = FINETUNE.batch_size,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the subset, order and dropout.")] = FINETUNE.seed,
     revision: RevisionOpt = FINETUNE.revision,
+    search_size: SearchSizeOpt = FINETUNE.search_size,
+    search_from: SearchFromOpt = FINETUNE.search_from,
+    include_search_split: Annotated[
+        bool,
+        typer.Option(
+            "--include-search-split",
+            help="Train on all of train, search split included (records nothing; select with --search-from validation).",
+        ),
+    ] = FINETUNE.include_search_split,
 ) -> None:
-    """Fine-tune a T5 base on one task in T5's text-to-text format and save a Hub-like model folder."""
+    """Fine-tune a T5 base on one task in T5's text-to-text format and save a Hub-like model folder.
+
+    The search split screen and search will use (same --search-size and seed) is left out of the training
+    rows and recorded in the model's config.json and card, unless --include-search-split.
+    """
     from search.finetune import finetune
+    from search.tasks.provenance import NOT_EXCLUDED
 
     folder = finetune(
         base=base,
@@ -65,7 +81,12 @@ def finetune_command(
         batch_size=batch_size,
         seed=seed,
         revision=revision,
+        search_size=search_size,
+        search_from=search_from,
+        include_search_split=include_search_split,
     )
+    if include_search_split and search_from == "train":
+        note(NOT_EXCLUDED)
     typer.echo(f"saved {folder}")
 
 
@@ -85,6 +106,7 @@ def eval_command(
         int | None, typer.Option("--size", help="Split size (default: all of heldout).")
     ] = EVALUATE.size,
     revision: RevisionOpt = EVALUATE.revision,
+    search_from: SearchFromOpt = EVALUATE.search_from,
     as_json: JsonOpt = False,
 ) -> None:
     """Score a model on GLUE tasks with the paper's metrics (x100)."""
@@ -99,6 +121,7 @@ def eval_command(
         size=size,
         revision=revision,
         progress=not as_json,
+        search_from=search_from,
     )
     if as_json:
         for r in results:

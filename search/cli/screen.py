@@ -13,6 +13,7 @@ from search.cli._options import (
     DataOpt,
     DbOpt,
     JsonOpt,
+    SearchFromOpt,
     SearchSizeOpt,
     TargetOpt,
     TaskOpt,
@@ -39,6 +40,14 @@ def screen_command(
         int | None, typer.Option("--limit", min=1, help="Screen at most this many new candidates.")
     ] = SCREEN.limit,
     search_size: SearchSizeOpt = SCREEN.search_size,
+    search_from: SearchFromOpt = SCREEN.search_from,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            help="Leave out repos matching this shell pattern (e.g. 'org/*-large'); repeatable.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     db: DbOpt = SCREEN.db_url,
 ) -> None:
@@ -53,6 +62,8 @@ def screen_command(
         lambdas=parse_lambdas(lambdas),
         limit=limit,
         search_size=search_size,
+        search_from=search_from,
+        exclude=tuple(exclude or ()),
         progress=not as_json,
     )
     if as_json:

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from registry.db import session_scope
 from search.errors import SearchError
+from search.scoring.bootstrap import verdict
 from search.study.records import query
 from search.tables import LeaderboardRow
 
@@ -32,6 +33,8 @@ CSV_KEYS = (
     "target_score_heldout",
     "gain_search",
     "gain_heldout",
+    "gain_ci_lo",
+    "gain_ci_hi",
     "ingredients",
     "method",
     "worker",
@@ -47,8 +50,10 @@ def summary(
     Returns:
         Up to `top` dicts per task, best first: `task`, `rank` (1 = best, as `export --task T --rank N`
         counts), `study`, `trial_number`, `target_repo`, `target_score_search`, `target_score_heldout`,
-        `best_score_search`, `best_score_heldout`, `gain_search`, `gain_heldout`, `ingredients`, `method`,
-        `n_rows` (the task's feasible rows).
+        `best_score_search`, `best_score_heldout`, `gain_search`, `gain_heldout`, `gain_ci` (the held-out
+        gain's paired bootstrap interval, None before held-out scoring), `verdict` (`no significant gain`
+        when that interval contains 0, `significant gain` or `significant loss`, None without one),
+        `ingredients`, `method`, `n_rows` (the task's feasible rows).
     """
     rows = query(db_url=db_url, task=task, study=study, feasible_only=True)
     out: list[dict[str, Any]] = []
@@ -70,6 +75,8 @@ def summary(
                 "best_score_heldout": row["score_heldout"],
                 "gain_search": row["gain_search"],
                 "gain_heldout": row["gain_heldout"],
+                "gain_ci": row["gain_ci"],
+                "verdict": verdict(row["gain_ci"]),
                 "ingredients": row["ingredients"],
                 "method": row["method"],
                 "objective": row["objective"],
@@ -86,6 +93,8 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     writer.writeheader()
     for row in rows:
         flat = dict(row)
+        ci = row.get("gain_ci") or {}
+        flat["gain_ci_lo"], flat["gain_ci_hi"] = ci.get("lo"), ci.get("hi")
         flat["ingredients"] = ";".join(
             f"{i['repo_id']}@{i['revision'][:12]}={i['coefficient']:.4f}" for i in row["ingredients"]
         )

@@ -50,10 +50,17 @@ class _Rebuilder:
         self.model, self.tokenizer = load_seq2seq(self.target_dir)
         self.scorers: dict[str, Scorer] = {}
         self._composers: dict[tuple, Any] = {}
+        self._target: dict[str, ScoreResult] = {}
 
     def scorer(self, task: str) -> Scorer:
         if task not in self.scorers:
-            split = load_split(task, split="heldout", data_dir=self.data_dir)
+            split = load_split(
+                task,
+                split="heldout",
+                data_dir=self.data_dir,
+                seed=self.settings.split_seed,
+                source=self.settings.search_from,  # validation's other half for --search-from validation
+            )
             expected = _expected_fingerprint(self.row, task, "heldout")
             if expected and split.fingerprint != expected:
                 raise SearchError(
@@ -62,6 +69,17 @@ class _Rebuilder:
                 )
             self.scorers[task] = Scorer.from_settings(self.model, self.tokenizer, split, self.settings)
         return self.scorers[task]
+
+    def target(self, tasks: list[str]) -> dict[str, ScoreResult]:
+        """The target's own held-out results on `tasks`, scored before any composition touches the model."""
+        missing = [t for t in tasks if t not in self._target]
+        if missing and self._composers:
+            # The live model holds a composition: all coefficients 0 is the target again.
+            composer = next(iter(self._composers.values()))
+            composer.apply([0.0] * composer.k)
+        for t in missing:
+            self._target[t] = self.scorer(t).score()
+        return {t: self._target[t] for t in tasks}
 
     def score(self, row: dict[str, Any]) -> dict[str, ScoreResult]:
         key = (tuple((i["repo_id"], i["revision"]) for i in row["ingredients"]), row["method"])
@@ -118,7 +136,9 @@ def refresh_heldout(
         rebuilder = None  # loaded on the first row that needs it: a study already scored loads nothing
         for row in (r for r in study_rows[:top_n] if r["score_heldout"] is None):
             rebuilder = rebuilder or _Rebuilder(row, data_dir=data_dir, db_url=db_url)
+            target = rebuilder.target(row_tasks(row)[0])
             results = rebuilder.score(row)
-            write_heldout(row, results, objective=heldout_objective(row, results), db_url=db_url)
+            objective = heldout_objective(row, results)
+            write_heldout(row, results, objective=objective, db_url=db_url, target=target)
             n += 1
     return n

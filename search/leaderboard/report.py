@@ -42,10 +42,13 @@ from search.leaderboard.plots import (
     pareto_figure,
     save_figure,
 )
+from search.scoring.bootstrap import verdict
 from search.study import (
     STUDY_ATTR,
+    Baselines,
     coefficients_from_params,
     default_storage,
+    load_baselines,
     trial_feasible,
     trial_value,
 )
@@ -237,6 +240,7 @@ def write_report(*, study: str, storage: str | None, db_url: str | None, out: Pa
         plots.append("pareto.png")
 
     page = _html_page(
+        baselines=_baselines_html(load_baselines(study=study, db_url=db_url)),
         study=study,
         trials=trials,
         rows=rows,
@@ -265,8 +269,53 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
+def _gain_cell(row: dict[str, Any] | None) -> str:
+    """A row's held-out gain over the target with its paired bootstrap interval and what it says."""
+    if row is None or row.get("gain_heldout") is None:
+        return "—"
+    ci = row.get("gain_ci")
+    if not ci:
+        return f"{row['gain_heldout']:+.2f}"
+    return f"{row['gain_heldout']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}] ({verdict(ci)})"
+
+
+def _baselines_html(baselines: Baselines | None) -> str:
+    """The study's baselines beside its best, both splits, with the held-out gain's interval."""
+    if baselines is None:
+        return "<p>No baselines stored yet (a search stores them when its study finishes).</p>"
+    esc = html.escape
+    target = baselines.rows[0].objective_heldout
+    cells = []
+    for b in baselines.rows:
+        name = "base alone" if b.name == "target" and len(baselines.tasks) > 1 else b.name
+        vectors = "<br>".join(f"{esc(r)} × {c:.3f}" for r, c in b.coefficients.items()) or "(none)"
+        ci = b.gain_ci or {}
+        gain = b.objective_heldout - target
+        cell = f"{gain:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]" if ci else f"{gain:+.2f}"
+        trial = "" if b.trial is None else f" (trial {b.trial})"
+        cells.append(
+            f"<tr><td>{esc(name)}{trial}</td><td>{_fmt(b.objective_search)}</td>"
+            f"<td>{_fmt(b.objective_heldout)}</td><td>{cell}</td><td>{vectors}</td></tr>"
+        )
+    versus = baselines.best_vs_single_ci
+    note = (
+        ""
+        if not versus
+        else f"<p>Search's best minus the best single, held-out: {versus['gain']:+.2f} "
+        f"[{versus['lo']:+.2f}, {versus['hi']:+.2f}] ({esc(str(verdict(versus)))}).</p>"
+    )
+    return (
+        f"<h2>Baselines ({esc(baselines.objective)}; every choice made on the search split)</h2>"
+        "<table><thead><tr><th>baseline</th><th>search</th><th>held-out</th>"
+        "<th>held-out gain over the target [95% CI]</th><th>vectors × λ</th></tr></thead><tbody>"
+        + "\n".join(cells)
+        + f"</tbody></table>{note}"
+    )
+
+
 def _html_page(
     *,
+    baselines: str,
     study: str,
     trials: Sequence[optuna.trial.FrozenTrial],
     rows: Sequence[dict[str, Any]],
@@ -291,17 +340,20 @@ def _html_page(
             f"<td>{r.get('trial_number')}</td>"
             f"<td>{_fmt(r.get('score_search'))}</td>"
             f"<td>{_fmt(r.get('score_heldout'))}</td>"
+            f"<td>{esc(_gain_cell(r))}</td>"
             f"<td>{esc(str(r.get('method', '')))}</td>"
             f"<td>{ings or '(target alone)'}</td>"
             f"<td>{esc(str(r.get('worker', '')))}</td>"
             "</tr>"
         )
     gain = f"{trial_value(best) - target[0]:+.2f}" if target[0] is not None else "—"
+    best_row = next((r for r in rows if r.get("trial_number") == best.number), None)
     imgs = "\n".join(
         f'<figure><img src="{name}" alt="{name}"><figcaption>{name}</figcaption></figure>' for name in plots
     )
     table = (
-        "<table><thead><tr><th>trial</th><th>search</th><th>held-out</th><th>method</th>"
+        "<table><thead><tr><th>trial</th><th>search</th><th>held-out</th>"
+        "<th>held-out gain [95% CI]</th><th>method</th>"
         "<th>ingredients (repo@revision × coefficient)</th><th>worker</th></tr></thead><tbody>"
         + "\n".join(body_rows)
         + "</tbody></table>"
@@ -324,11 +376,12 @@ img {{ max-width: 100%; }} figure {{ margin: 1em 0; }} code {{ background: #f4f4
 <tr><th></th><th>search split</th><th>held-out split</th></tr>
 <tr><td>target</td><td>{_fmt(target[0])}</td><td>{_fmt(target[1])}</td></tr>
 <tr><td>best trial (#{best.number})</td><td>{_fmt(trial_value(best))}</td>
-<td>{_fmt(next((r.get("score_heldout") for r in rows if r.get("trial_number") == best.number), None))}</td></tr>
-<tr><td>gain on search</td><td>{gain}</td><td></td></tr>
+<td>{_fmt(None if best_row is None else best_row.get("score_heldout"))}</td></tr>
+<tr><td>gain over the target [paired bootstrap 95% CI]</td><td>{gain}</td><td>{esc(_gain_cell(best_row))}</td></tr>
 </table>
 <p>Selection used only the search split; held-out scores are reported for the top trials, never used to choose.
 Importance method: {esc(importance.method)}.</p>
+{baselines}
 {imgs}
 <h2>Leaderboard (top {len(top)})</h2>
 {table}

@@ -9,7 +9,7 @@ from typing import Literal
 from registry.progress import progress_bar
 from search.scoring.models import load_seq2seq
 from search.scoring.scorer import Mode, Scorer, ScoreResult
-from search.tasks.data import load_split
+from search.tasks.data import SearchSource, check_source, load_split
 from search.tasks.glue import GLUE_TASKS, get_task
 
 
@@ -29,6 +29,7 @@ def evaluate(
     seed: int = 0,
     revision: str | None = None,
     progress: bool = False,
+    search_from: SearchSource = "train",
 ) -> list[ScoreResult]:
     """Load a model once and score it on each task (the `taskvec eval` command).
 
@@ -42,6 +43,7 @@ def evaluate(
         seed: seed of the search split.
         revision: Hub revision of the model.
         progress: show a rich progress bar over tasks.
+        search_from: `train` or `validation` (the splits are then validation's two halves).
 
     Returns:
         One result per task, in order.
@@ -49,6 +51,7 @@ def evaluate(
     Raises:
         DataError, ModelError: unreadable data or model (one line each).
     """
+    check_source(search_from)
     for t in tasks:
         get_task(t)  # fail on a typo before loading anything
     net, tok = load_seq2seq(model, revision=revision)
@@ -57,7 +60,7 @@ def evaluate(
         job = bar.add_task("scoring", total=len(tasks))
         for t in tasks:
             bar.update(job, description=f"scoring {t} ({split}, {mode})")
-            data = load_split(t, split=split, data_dir=data_dir, size=size, seed=seed)
+            data = load_split(t, split=split, data_dir=data_dir, size=size, seed=seed, source=search_from)
             results.append(Scorer(net, tok, data, mode=mode).score())
             bar.advance(job)
     return results

@@ -31,6 +31,8 @@ class ScorerSettings:
         data: the GLUE folder the splits came from, or `hub`.
         search_size: examples in the search split; task -> size for several tasks.
         harm_margin: screening's early-stop margin (screenings only).
+        search_from: where the search split was carved from, `train` or `validation` (then the held-out
+            split is validation's other half); rows and studies from before it read as `train`.
     """
 
     mode: str
@@ -42,6 +44,7 @@ class ScorerSettings:
     data: str
     search_size: int | dict[str, int]
     harm_margin: float | None = None
+    search_from: str = "train"
 
     @property
     def data_dir(self) -> Path | None:
@@ -76,6 +79,8 @@ class ScorerSettings:
         out = asdict(self)
         if out["harm_margin"] is None:
             del out["harm_margin"]
+        if out["search_from"] == "train":  # the stored form of every row written before it existed
+            del out["search_from"]
         return out
 
     @classmethod
@@ -85,11 +90,15 @@ class ScorerSettings:
         Raises:
             SearchError: if a key is missing (a row written by something else).
         """
-        required = [f for f in cls.__dataclass_fields__ if f != "harm_margin"]
+        required = [f for f in cls.__dataclass_fields__ if f not in ("harm_margin", "search_from")]
         missing = [k for k in required if k not in (data or {})]
         if missing:
             raise SearchError(f"{where}: scorer settings lack {', '.join(missing)}; cannot rescore it")
-        return cls(**{k: data[k] for k in required}, harm_margin=data.get("harm_margin"))
+        return cls(
+            **{k: data[k] for k in required},
+            harm_margin=data.get("harm_margin"),
+            search_from=data.get("search_from", "train"),
+        )
 
     @staticmethod
     def data_name(data_dir: Path | None) -> str:

@@ -8,24 +8,32 @@ adding more of a vector that already hurts only hurts more.
 
 Resumable: each candidate's row is committed on its own as soon as it is scored, and a rerun skips the
 candidates already screened for this (task, target revision, split fingerprint).
+
+A target whose config does not record this search split as excluded from its training rows is also
+scored once on the held-out split (in a run that screens anything: the model is loaded then), and a search score higher than chance explains is one warning line on
+stderr (`check_target`), naming `--search-from validation`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fnmatch
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from registry.pins import Pinned, Resolved, compatible_candidates, located, resolve_target
 from registry.progress import counted_columns, progress_bar
 from search.errors import SearchError
+from search.scoring.contamination import ContaminationCheck, contamination_check
 from search.scoring.models import load_seq2seq
-from search.scoring.scorer import Scorer
+from search.scoring.scorer import Scorer, ScoreResult
 from search.scoring.settings import ScorerSettings
 from search.screen.store import already_screened, save_screening, screened_candidates
 from search.tables import worker_id
-from search.tasks.data import Split, load_split
+from search.tasks.data import SearchSource, Split, check_source, load_split
 from search.tasks.glue import get_task
+from search.tasks.provenance import recorded_search_split, records_split
 from search.vectors.compose import open_composer
 from search.vectors.composer import Composer, check_coefficients
 
@@ -85,6 +93,46 @@ def screen_lambdas(
             break
     composer.apply([0.0])
     return tried
+
+
+def check_target(
+    *,
+    target: str,
+    target_dir: Path,
+    split: Split,
+    search: ScoreResult,
+    heldout: Callable[[], ScoreResult],
+) -> ContaminationCheck | None:
+    """Warn (one stderr line) when a target not known to have left `split` out of its training rows scores
+    higher on it than on held-out by more than the splits' sizes explain.
+
+    Nothing is checked for a target whose config records `split` (fingerprint equal), nor for a search
+    split carved from validation (a target that trained on validation would score high on both halves:
+    the comparison cannot tell, and train-trained targets are what the check is for).
+
+    Args:
+        target: the target's name in the warning.
+        target_dir: its folder (config.json).
+        split: the search split in use.
+        search: the target's result on `split`.
+        heldout: its result on the held-out split, called only when the check is needed.
+
+    Returns:
+        The check, or None when none was needed.
+    """
+    if split.source != "train" or records_split(recorded_search_split(target_dir), split):
+        return None
+    other = heldout()
+    check = contamination_check(
+        task=split.task,
+        search_labels=search.labels,
+        search_predictions=search.predictions,
+        heldout_labels=other.labels,
+        heldout_predictions=other.predictions,
+    )
+    if check.suspicious:
+        print(check.warning(target=target), file=sys.stderr, flush=True)
+    return check
 
 
 def _check_grid(task: str, lambdas: Sequence[float]) -> None:
@@ -155,16 +203,28 @@ def _screen_todo(
     db_url: str | None,
     progress: bool,
 ) -> None:
-    """Score the target once, then each candidate over the grid, committing each row as it is scored."""
+    """Score the target once (checking it never trained on the split), then each candidate over the grid,
+    committing each row as it is scored."""
     model, tokenizer = load_seq2seq(resolved.target.path)
     scorer = Scorer(model, tokenizer, split, mode=mode)
-    target_score = float(scorer.score().score)
+    target_result = scorer.score()
+    target_score = float(target_result.score)
+    check_target(
+        target=resolved.target.repo_id,
+        target_dir=resolved.target.path,
+        split=split,
+        search=target_result,
+        heldout=lambda: Scorer(
+            model, tokenizer, load_split(task, split="heldout", data_dir=data_dir, seed=split_seed), mode=mode
+        ).score(),
+    )
     settings = ScorerSettings(
         **scorer.settings,
         split_seed=split_seed,
         data=ScorerSettings.data_name(data_dir),
         search_size=len(split),
         harm_margin=harm_margin,
+        search_from=split.source,
     ).to_dict()
     worker = worker_id()
     with progress_bar(*counted_columns("{task.description}", eta=True), enabled=progress) as bar:
@@ -209,6 +269,8 @@ def screen(
     harm_margin: float = HARM_MARGIN,
     vector_cache: Path | None = None,
     progress: bool = True,
+    search_from: SearchSource = "train",
+    exclude: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Screen every compatible candidate of the target's base (resuming where a previous run stopped).
 
@@ -225,6 +287,10 @@ def screen(
         harm_margin: see `screen_lambdas`.
         vector_cache: folder of precomputed task vectors (default: the registry's cache).
         progress: show a progress bar.
+        search_from: carve the search split from `train` or from one half of `validation` (for a target
+            that may have trained on all of train).
+        exclude: shell-style patterns of repo ids left out (e.g. `org/*-large`): neither screened nor
+            returned, so a search never takes them.
 
     Returns:
         Every screening of this target on this split (earlier runs' too), best gain first.
@@ -234,12 +300,16 @@ def screen(
         DataError, ModelError, RegistryError: unreadable data or models (one line each).
     """
     _check_grid(task, lambdas)
+    check_source(search_from)
     resolved, candidates = _candidates(target, db_url=db_url)
-    split = load_split(task, split="search", data_dir=data_dir, size=search_size, seed=split_seed)
+    split = load_split(
+        task, split="search", data_dir=data_dir, size=search_size, seed=split_seed, source=search_from
+    )
     done = already_screened(
         task=task, target_revision=resolved.target.revision, fingerprint=split.fingerprint, db_url=db_url
     )
-    todo = [c for c in candidates if c.revision not in done]
+    left_out = [c.repo_id for c in candidates if _excluded(c.repo_id, exclude)]
+    todo = [c for c in candidates if c.revision not in done and c.repo_id not in left_out]
     if limit is not None:
         todo = todo[: max(0, limit)]
     if todo:
@@ -263,4 +333,9 @@ def screen(
         split_fingerprint=split.fingerprint,
         db_url=db_url,
     )
+    rows = [r for r in rows if not _excluded(r["candidate_repo"], exclude)]
     return sorted(rows, key=lambda r: (-r["gain"], r["candidate_repo"]))
+
+
+def _excluded(repo_id: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(repo_id, p) for p in patterns)

@@ -4,11 +4,23 @@ Modules, in the order a search runs through them: `config` (what is asked, the s
 (candidates, parameters, warm start), `context` (what the study freezes; what each worker measures),
 `storage` (Optuna's storage; the only Optuna-private code), `live` (one worker's model and scorers),
 `objective` (one trial), `sampling` (sampler, pruner), `trials` and `records` (leaderboard rows),
-`heldout` (the top rows' held-out scores), `run` (the loop), `baselines` (FusionBench's global lambda),
+`heldout` (the top rows' held-out scores), `run` (the loop), `baselines` (the obvious alternatives: target, best single, add-all, FusionBench's global lambda),
 `objectives` and `references` (several tasks).
 """
 
-from search.study.baselines import BASELINE_LAMBDAS, BaselineResult, global_lambda_baseline
+from search.study.baselines import (
+    BASELINE_LAMBDAS,
+    BASELINE_NAMES,
+    Baseline,
+    BaselineResult,
+    Baselines,
+    baseline_studies,
+    global_lambda_baseline,
+    live_baselines,
+    load_baselines,
+    save_baselines,
+    study_baselines,
+)
 from search.study.config import SAMPLERS, SearchConfig, SearchSummary, default_study_name, parse_duration
 from search.study.context import STUDY_ATTR, StudyContext, TargetScores, stored_context
 from search.study.heldout import heldout_objective, score_top_heldout
@@ -31,7 +43,10 @@ __all__ = [
     "BASELINE_LAMBDAS",
     "SAMPLERS",
     "STUDY_ATTR",
+    "BASELINE_NAMES",
+    "Baseline",
     "BaselineResult",
+    "Baselines",
     "InterruptGate",
     "LiveStudy",
     "Objective",
@@ -43,7 +58,12 @@ __all__ = [
     "default_storage",
     "default_study_name",
     "fail_unbeaten_trials",
+    "baseline_studies",
     "global_lambda_baseline",
+    "live_baselines",
+    "load_baselines",
+    "save_baselines",
+    "study_baselines",
     "heldout_objective",
     "lambda_param",
     "multitask_candidates",

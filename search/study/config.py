@@ -15,6 +15,7 @@ from typing import Any
 from registry.pins import resolve_target
 from search.errors import SearchError
 from search.study.objectives import Control, resolve_objective
+from search.tasks.data import SEARCH_SOURCES
 from search.tasks.glue import get_task
 from search.vectors.composer import check_coefficients
 from search.vectors.methods import get_method
@@ -60,10 +61,16 @@ class SearchConfig:
     """Sampler seed (workers joining an existing study offset it by their pid)."""
     heldout_top_n: int = 3
     """Score this many best trials on the held-out split at the end."""
+    baselines: bool = True
+    """When the study is finished, score the obvious alternatives beside its best on both splits (target,
+    best single, add-all, global lambda; `search.study.baselines`) and store them; needs held-out scoring."""
     search_size: int | None = None
     """Examples in the search split (default: the data module's default)."""
     split_seed: int = 0
     """Seed of the stratified search split."""
+    search_from: str = "train"
+    """Carve the search split from `train` (held-out: validation) or from one stratified half of
+    `validation` (held-out: the other half), for a target that may have trained on all of train."""
     lambda_max: float = 1.5
     """Upper bound of every coefficient."""
     mode: str = "rank"
@@ -136,6 +143,10 @@ class SearchConfig:
             raise SearchError(f"unknown sampler {self.sampler!r} (use {', '.join(SAMPLERS)})")
         if self.pruner not in PRUNERS:
             raise SearchError(f"unknown pruner {self.pruner!r} (use {', '.join(PRUNERS)})")
+        if self.search_from not in SEARCH_SOURCES:
+            raise SearchError(
+                f"unknown --search-from {self.search_from!r} (use {' or '.join(SEARCH_SOURCES)})"
+            )
         if self.mode not in MODES:
             raise SearchError(f"unknown scoring mode {self.mode!r} (use rank or generate)")
         _check_method(self.method)
@@ -187,6 +198,8 @@ class SearchSummary:
         best_scores: task -> search score of the best trial (several tasks), else None.
         n_infeasible: completed trials that failed a control guard.
         n_pareto: rows on the Pareto front (pareto objective).
+        best_gain_ci: the best row's held-out gain over the target with its paired bootstrap interval
+            (its `gain_ci`), None before held-out scoring.
     """
 
     study_name: str
@@ -209,6 +222,7 @@ class SearchSummary:
     best_scores: dict[str, float] | None = None
     n_infeasible: int = 0
     n_pareto: int = 0
+    best_gain_ci: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -263,6 +277,8 @@ def _settings_digest(config: SearchConfig) -> str:
         knobs["references"] = dict(sorted(config.references.items()))
     if config.controls:
         knobs["controls"] = [c.as_text() for c in config.controls]
+    if config.search_from != "train":  # another split is another study, even under the same command
+        knobs["search_from"] = config.search_from
     return hashlib.sha1(json.dumps(knobs, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 

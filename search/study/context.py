@@ -311,7 +311,8 @@ class StudyContext:
         if self.split_fingerprints.search != search_fingerprint:
             raise SearchError(
                 f"study {name!r} was run on another search split (fingerprint "
-                f"{self.split_fingerprints.search[:12]}); use the same --data and split size"
+                f"{self.split_fingerprints.search[:12]}, --search-from {self.scorer.search_from}); "
+                "use the same --data, split size and --search-from"
             )
 
 

@@ -49,18 +49,27 @@ def _score_live(live: LiveStudy, row: dict[str, Any]) -> dict[str, ScoreResult]:
     return {task: live.heldout[task].score() for task in (*tasks, *controls)}
 
 
+def _score_target(live: LiveStudy) -> dict[str, ScoreResult]:
+    """The target's own held-out results (all coefficients 0) on the objective's tasks."""
+    live.composer.apply([0.0] * len(live.repos))
+    return {task: live.heldout[task].score() for task in live.context.tasks}
+
+
 def score_top_heldout(live: LiveStudy, *, top_n: int, db_url: str | None) -> int:
     """Score the study's top-N feasible rows (by search score) lacking a held-out score, and write them.
 
     A multi-task row gets every task's held-out score and its objective on them; a guarded row also gets
-    its control tasks' held-out scores.
+    its control tasks' held-out scores. Every row also stores its and the target's per-example held-out
+    predictions and the paired bootstrap interval of its gain over the target (invariant 6).
 
     Returns:
         The number of rows given a held-out score.
     """
     rows = query(db_url=db_url, study=live.name, feasible_only=True)
     todo = [r for r in rows[:top_n] if r["score_heldout"] is None]
+    target = _score_target(live) if todo else {}
     for row in todo:
         results = _score_live(live, row)
-        write_heldout(row, results, objective=heldout_objective(row, results), db_url=db_url)
+        objective = heldout_objective(row, results)
+        write_heldout(row, results, objective=objective, db_url=db_url, target=target)
     return len(todo)

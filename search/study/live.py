@@ -20,8 +20,9 @@ from registry.pins import Pinned, Resolved, checkpoint_dirs, resolve_target
 from search.errors import SearchError
 from search.scoring.models import load_seq2seq
 from search.scoring.prefix import NestedPrefixScorer, prefix_sizes
-from search.scoring.scorer import Scorer
+from search.scoring.scorer import Scorer, ScoreResult
 from search.scoring.settings import ScorerSettings
+from search.screen.run import check_target
 from search.study.config import SearchConfig, default_study_name, filled_method_options
 from search.study.context import (
     Pin,
@@ -96,13 +97,12 @@ class LiveStudy:
 
 
 def load_splits(config: SearchConfig) -> Splits:
-    """The splits of the objective's tasks and the control tasks."""
+    """The splits of the objective's tasks and the control tasks (carved as `config.search_from` says)."""
     search, heldout = {}, {}
     for task in (*config.tasks, *(c.task for c in config.controls)):
-        search[task] = load_split(
-            task, split="search", data_dir=config.data_dir, size=config.search_size, seed=config.split_seed
-        )
-        heldout[task] = load_split(task, split="heldout", data_dir=config.data_dir)
+        kwargs = dict(data_dir=config.data_dir, seed=config.split_seed, source=config.search_from)
+        search[task] = load_split(task, split="search", size=config.search_size, **kwargs)
+        heldout[task] = load_split(task, split="heldout", **kwargs)
     return Splits(search=search, heldout=heldout)
 
 
@@ -171,6 +171,7 @@ def build_context(
         split_seed=config.split_seed,
         data=ScorerSettings.data_name(config.data_dir),
         search_size=one_or_each({t: len(splits.search[t]) for t in config.tasks}),
+        search_from=config.search_from,
     )
     return StudyContext(
         study=name,
@@ -271,16 +272,21 @@ def score_target(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     mode: str,
+    check: Callable[[str, ScoreResult, ScoreResult], object] | None = None,
 ) -> tuple[TargetScores, list[GuardScorer]]:
     """The target's own scores (all coefficients 0), and the control guards bound to the live model.
 
-    Computed once per worker (deterministic), stored with every row, never in the study.
+    Computed once per worker (deterministic), stored with every row, never in the study. `check` is
+    called with each objective task and the target's search and held-out results (the contamination
+    check: both are scored here anyway).
     """
     composer.apply([0.0] * len(context.candidates))
-    tasks = {
-        t: {"search": float(s.full.score().score), "heldout": float(heldout[t].score().score)}
-        for t, s in scorers.items()
-    }
+    tasks = {}
+    for t, s in scorers.items():
+        search, held = s.full.score(), heldout[t].score()
+        tasks[t] = {"search": float(search.score), "heldout": float(held.score)}
+        if check is not None:
+            check(t, search, held)
     guards, controls = [], {}
     for control in context.controls:
         guard_scorer = Scorer(model, tokenizer, guard_splits[control.task], mode=mode)
@@ -291,6 +297,19 @@ def score_target(
         }
         guards.append(GuardScorer(control=control, scorer=guard_scorer, target_score=target_search))
     return TargetScores.of(context, tasks, controls), guards
+
+
+def _check_target(
+    task: str, search: ScoreResult, heldout: ScoreResult, *, resolved: Resolved, splits: Splits
+) -> None:
+    """Warn when the target may have trained on its search split (`search.screen.run.check_target`)."""
+    check_target(
+        target=resolved.target.repo_id,
+        target_dir=resolved.target.path,
+        split=splits.search[task],
+        search=search,
+        heldout=lambda: heldout,
+    )
 
 
 def open_live(config: SearchConfig, *, create: bool = True) -> LiveStudy:
@@ -343,6 +362,7 @@ def open_live(config: SearchConfig, *, create: bool = True) -> LiveStudy:
         model=model,
         tokenizer=tokenizer,
         mode=config.mode,
+        check=partial(_check_target, resolved=resolved, splits=splits) if create else None,
     )
     return LiveStudy(
         study=study,

@@ -10,10 +10,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from registry.db import session_scope
+from search.errors import SearchError
+from search.scoring.bootstrap import GainInterval, pack_predictions, stored_interval
+from search.scoring.scorer import ScoreResult
 from search.study.context import one_or_each
 from search.study.objectives import pareto_mask
 from search.tables import LeaderboardRow, utcnow
@@ -49,11 +53,20 @@ ROW_KEYS = (
     "state",
     "examples_scored",
     "heldout_at",
+    "gain_ci",
 )
 
 # Columns a re-written trial may not clear: held-out results and Pareto flags computed after the trial.
 
-_KEEP_ON_UPDATE = ("score_heldout", "heldout_at", "id", "created", "pareto")
+_KEEP_ON_UPDATE = (
+    "score_heldout",
+    "heldout_at",
+    "id",
+    "created",
+    "pareto",
+    "heldout_predictions",
+    "gain_ci",
+)
 
 
 def _iso(value: Any) -> Any:
@@ -144,18 +157,80 @@ def row_tasks(row: dict[str, Any]) -> tuple[list[str], list[str]]:
     return list(row["scores"] or {row["task"]: {}}), list(row["constraints"] or {})
 
 
+def _in_split_order(result: ScoreResult) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions) of a full held-out pass in the split's own row order (scorers permute it)."""
+    labels, preds = np.asarray(result.labels), np.asarray(result.predictions)
+    if len(result.positions) != len(preds):
+        return labels, preds
+    order = np.argsort(result.positions, kind="stable")
+    return labels[order], preds[order]
+
+
+def heldout_predictions(
+    row: dict[str, Any], results: dict[str, ScoreResult], target: dict[str, ScoreResult]
+) -> dict[str, Any]:
+    """The `heldout_predictions` a row stores: its objective tasks' per-example predictions and the target's.
+
+    Raises:
+        SearchError: if the row and the target were not scored on the same examples.
+    """
+    tasks, _ = row_tasks(row)
+    per_task = {}
+    for t in tasks:
+        labels, preds = _in_split_order(results[t])
+        target_labels, target_preds = _in_split_order(target[t])
+        if results[t].fingerprint != target[t].fingerprint or not np.array_equal(labels, target_labels):
+            raise SearchError(
+                f"study {row['study']!r} trial {row['trial_number']}: {t}: row and target were scored on "
+                "different held-out examples"
+            )
+        per_task[t] = {
+            "fingerprint": results[t].fingerprint,
+            "labels": labels,
+            "row": preds,
+            "target": target_preds,
+        }
+    return pack_predictions(per_task)
+
+
+def row_interval(row: dict[str, Any], stored: dict[str, Any], **kwargs: Any) -> GainInterval:
+    """The held-out gain over the target with its paired bootstrap interval, from stored predictions.
+
+    Args:
+        row: the leaderboard row (its objective, and normalized-mean's fixed reference scores).
+        stored: its `heldout_predictions`.
+        kwargs: `resamples`, `seed`, `level` of `search.scoring.bootstrap.stored_interval`.
+    """
+    refs = {t: r.get("score_heldout") for t, r in (row.get("reference_scores") or {}).items()}
+    return stored_interval(
+        stored,
+        objective=row["objective"] or "score",
+        references={t: float(v) for t, v in refs.items() if v is not None},
+        **kwargs,
+    )
+
+
 def write_heldout(
-    row: dict[str, Any], results: dict[str, Any], *, objective: float, db_url: str | None
+    row: dict[str, Any],
+    results: dict[str, ScoreResult],
+    *,
+    objective: float,
+    db_url: str | None,
+    target: dict[str, ScoreResult] | None = None,
 ) -> None:
-    """Store a row's held-out results: every task's score and metrics, its objective, control scores.
+    """Store a row's held-out results: every task's score and metrics, its objective, control scores, and
+    (given the target's held-out results) both models' predictions and the gain's bootstrap interval.
 
     Args:
         row: the leaderboard row (as `row_dict` gives it).
         results: task (objective tasks and controls) -> held-out `ScoreResult`.
         objective: the row's objective on the held-out splits.
         db_url: taskvec database URL.
+        target: objective task -> the target's held-out `ScoreResult` on the same examples.
     """
     tasks, controls = row_tasks(row)
+    stored = None if target is None else heldout_predictions(row, results, target)
+    interval = None if stored is None else row_interval(row, stored)
     with session_scope(db_url) as session:
         db_row = session.execute(
             select(LeaderboardRow).where(
@@ -176,7 +251,20 @@ def write_heldout(
             db_row.constraints = {
                 c: {**v, "score_heldout": float(results[c].score)} for c, v in db_row.constraints.items()
             }
+        if stored is not None and interval is not None:
+            db_row.heldout_predictions = stored
+            db_row.gain_ci = interval.to_dict()
         db_row.heldout_at = utcnow()
+
+
+def stored_predictions(*, study: str, trial: int, db_url: str | None = None) -> dict[str, Any] | None:
+    """A row's stored `heldout_predictions` (None for a row scored before they were stored)."""
+    with session_scope(db_url) as session:
+        return session.execute(
+            select(LeaderboardRow.heldout_predictions).where(
+                LeaderboardRow.study == study, LeaderboardRow.trial_number == trial
+            )
+        ).scalar_one_or_none()
 
 
 def query(

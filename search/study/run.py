@@ -25,6 +25,7 @@ from rich.progress import TextColumn
 
 from registry.db import redact_url
 from registry.progress import counted_columns, progress_bar, stderr_console
+from search.study.baselines import live_baselines, load_baselines, save_baselines
 from search.study.config import SearchConfig, SearchSummary
 from search.study.heldout import score_top_heldout
 from search.study.live import LiveStudy, open_live
@@ -75,7 +76,29 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     _sync(run)
     if config.heldout_top_n > 0:
         score_top_heldout(run.live, top_n=config.heldout_top_n, db_url=config.db_url)
+        _baselines(run)
     return _summary(run)
+
+
+def _baselines(run: _Run) -> None:
+    """Once the study is finished, score and store its baselines (once: a rerun finds them stored).
+
+    A worker stopped by its timeout leaves them to the run that finishes the study: the search's best is
+    one of them, and it is only known then.
+    """
+    config, live = run.config, run.live
+    if not config.baselines or trial_counts(live.study).finished < config.n_trials:
+        return
+    stored = load_baselines(study=live.name, db_url=config.db_url)
+    best = study_best(study=live.name, db_url=config.db_url)
+    kept = None if stored is None else stored.get("search-best")
+    if stored is not None and (best is None or (kept is not None and kept.trial == best["trial_number"])):
+        return
+    save_baselines(
+        live_baselines(live, kind=config.kind, db_url=config.db_url),
+        task=live.context.label,
+        db_url=config.db_url,
+    )
 
 
 def _start(config: SearchConfig) -> _Run:
@@ -128,7 +151,8 @@ def _loop(run: _Run, *, progress: bool) -> None:
             gate.check()
             counts = trial_counts(study)
             if progress:
-                bar.update(job, completed=min(counts.finished, config.n_trials), best=_best_text(run))
+                status = _best_text(run) + (f" · {counts.pruned} pruned" if run.objective.pruning else "")
+                bar.update(job, completed=min(counts.finished, config.n_trials), best=status)
             if counts.finished >= config.n_trials:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -207,4 +231,5 @@ def _summary(run: _Run) -> SearchSummary:
         else {t: s["search"] for t, s in best["scores"].items()},
         n_infeasible=sum(1 for r in rows if not r["feasible"]),
         n_pareto=sum(1 for r in rows if r["pareto"]),
+        best_gain_ci=None if best is None else best["gain_ci"],
     )

@@ -179,9 +179,10 @@ class Space:
 
 
 def no_screenings_error(config: SearchConfig, target_repo: str) -> SearchError:
+    source = "" if config.search_from == "train" else f" --search-from {config.search_from}"
     return SearchError(
         f"no screened candidates for {config.task} on {target_repo}: run "
-        f"`taskvec screen --task {config.task} --target {config.target}` first (same --data)"
+        f"`taskvec screen --task {config.task} --target {config.target}{source}` first (same --data)"
     )
 
 

@@ -5,6 +5,11 @@ permutation per label, and is the only data selection ever sees. The **held-out 
 *validation*. Each split carries a fingerprint (sha256 of idx, texts and label in split order) that is
 stored with every score, so a score can always be traced to exactly the examples it was computed on.
 
+A target of unknown provenance may have been fine-tuned on all of train, search split included. For it,
+`source="validation"` carves the search split from one stratified half of GLUE validation and holds out
+the other half (`validation_halves`): both halves depend only on (labels, seed), so they are stable and
+disjoint. `taskvec finetune` excludes the train search split from its training rows (`without_split`).
+
 Local layout (as on the Hub): `DIR/<task>/{train,validation,test}-00000-of-00001.parquet`; `DIR` may also
 be a pico-zoo root, whose GLUE folder is `DIR/glue/` and auxiliary datasets `DIR/aux/<dataset>/`.
 """
@@ -24,7 +29,10 @@ from search.tasks.glue import GLUE_HUB_DATASET, TaskSpec, get_task
 
 SplitName = Literal["search", "heldout"]
 FileSplit = Literal["train", "validation", "test"]
+SearchSource = Literal["train", "validation"]
+SEARCH_SOURCES: tuple[str, ...] = ("train", "validation")
 
+SPLIT_FILE = "{split}-00000-of-00001.parquet"
 SEARCH_FRACTION = 0.10
 SEARCH_MAX = 1000
 SEARCH_MIN = 200
@@ -36,15 +44,18 @@ class Split:
 
     Attributes:
         task: task name (`mrpc`, `rte`, `cola`, `sst2`, ...).
-        name: `search` (carved from train) or `heldout` (validation).
+        name: `search` or `heldout`.
         examples: GLUE columns (text fields, `label`, `idx`), index reset to 0..n-1.
         fingerprint: sha256 hex of (idx, texts, label) in split order.
+        source: where the search split was carved from: `train` (held-out: all of validation) or
+            `validation` (search: one half of validation, held-out: the other half).
     """
 
     task: str
     name: str
     examples: pd.DataFrame
     fingerprint: str
+    source: str = "train"
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -228,6 +239,23 @@ def _load_frame(
     return validate_frame(frame, spec=spec, where=where, file_split=file_split), where
 
 
+def validation_halves(labels: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint stratified halves of validation: (search positions, held-out positions), ascending.
+
+    The search half is `stratified_positions(labels, size=len(labels) // 2, seed=seed)`, the held-out
+    half every other row, so both depend only on (labels, seed) and each keeps the label shares.
+    """
+    labels = np.asarray(labels)
+    search = stratified_positions(labels, size=len(labels) // 2, seed=seed)
+    return search, np.setdiff1d(np.arange(len(labels), dtype=np.int64), search)
+
+
+def check_source(source: str) -> None:
+    """Raises DataError for a search source other than `train` or `validation`."""
+    if source not in SEARCH_SOURCES:
+        raise DataError(f"unknown search source {source!r} (use {' or '.join(SEARCH_SOURCES)})")
+
+
 def load_split(
     task: str,
     *,
@@ -236,41 +264,84 @@ def load_split(
     size: int | None = None,
     seed: int = 0,
     hub_dataset: str = GLUE_HUB_DATASET,
+    source: SearchSource = "train",
 ) -> Split:
-    """The search split (stratified sample of train) or the held-out split (validation) of a task.
+    """The search split or the held-out split of a task.
 
     Args:
         task: task name (`mrpc`, `rte`, `cola`, `sst2`, or an auxiliary task).
         split: `search` or `heldout`.
         data_dir: local parquet folder (or pico-zoo root); None loads from the Hub.
-        size: search: number of train examples (default `search_size(len(train))`); heldout: None keeps
-            all of validation, a number takes a stratified sample of it (for quick looks only).
-        seed: seed of the stratified sample.
+        size: search from train: number of train examples (default `search_size(len(train))`); otherwise
+            None keeps all of the split's rows (all of validation, or all of its half), a number takes a
+            stratified sample of them (for quick looks only).
+        seed: seed of the stratified sample (and, with `source="validation"`, of the two halves).
         hub_dataset: Hub dataset used when `data_dir` is None.
+        source: `train` (search: a stratified sample of train, held-out: validation) or `validation`
+            (search and held-out: the two `validation_halves`).
 
     Returns:
         The split, examples in their file order, with its fingerprint.
 
     Raises:
-        DataError: bad split name, a size that is not positive or larger than the data (naming the
-            file and its rows: a silently smaller split would be scored as if it were the asked one),
+        DataError: bad split name or source, a size that is not positive or larger than the data (naming
+            the file and its rows: a silently smaller split would be scored as if it were the asked one),
             unreachable or malformed data.
     """
     if split not in ("search", "heldout"):
         raise DataError(f"unknown split {split!r} (use search or heldout)")
+    check_source(source)
     if size is not None and size <= 0:
         raise DataError(f"{task}: split size must be positive, got {size}")
     spec = get_task(task)
-    file_split: FileSplit = "train" if split == "search" else "validation"
+    file_split: FileSplit = "train" if split == "search" and source == "train" else "validation"
     frame, where = _load_frame(task, file_split=file_split, data_dir=data_dir, hub_dataset=hub_dataset)
+    if source == "validation":
+        halves = validation_halves(frame["label"].to_numpy(), seed=seed)
+        frame = frame.iloc[halves[0] if split == "search" else halves[1]].reset_index(drop=True)
+        where = f"the {split} half of {where}"
     if size is not None and size > len(frame):
         raise DataError(
             f"{task}: a {split} split of {size} examples was asked for, but {where} has only {len(frame)} "
             f"rows (ask for at most {len(frame)})"
         )
-    if split == "search":
+    if split == "search" and source == "train":
         size = search_size(len(frame)) if size is None else size
     if size is not None and size < len(frame):
         frame = frame.iloc[stratified_positions(frame["label"].to_numpy(), size=size, seed=seed)]
         frame = frame.reset_index(drop=True)
-    return Split(task=task, name=split, examples=frame, fingerprint=fingerprint_examples(frame, spec=spec))
+    fingerprint = fingerprint_examples(frame, spec=spec)
+    return Split(task=task, name=split, examples=frame, fingerprint=fingerprint, source=source)
+
+
+def without_split(frame: pd.DataFrame, split: Split) -> pd.DataFrame:
+    """The rows of `frame` whose `idx` is not in `split` (fine-tuning data disjoint from a search split)."""
+    return frame[~frame["idx"].isin(split.examples["idx"])].reset_index(drop=True)
+
+
+def read_task_frame(*, data_dir: Path, task: str, split: str = "train") -> pd.DataFrame:
+    """One split of a task from a GLUE-layout folder (`<data_dir>/<task>/<split>-00000-of-00001.parquet`).
+
+    Raises:
+        DataError: if the file is missing or lacks the task's columns.
+    """
+    spec = get_task(task)
+    path = Path(data_dir) / task / SPLIT_FILE.format(split=split)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected the nyu-mll/glue layout <dir>/{task}/{path.name})")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from exc
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing} for task {task!r}")
+    return frame
+
+
+def subsample(frame: pd.DataFrame, *, max_train: int | None, seed: int) -> pd.DataFrame:
+    """The first `max_train` rows of a seeded permutation (all rows, permuted, if None)."""
+    order = np.random.default_rng(seed).permutation(len(frame))
+    if max_train is not None:
+        order = order[:max_train]
+    return frame.iloc[order].reset_index(drop=True)

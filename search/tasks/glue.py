@@ -21,6 +21,9 @@ GLUE_HUB_DATASET = "nyu-mll/glue"
 INVALID_LABEL = -1
 
 
+METRIC_NAMES = {"accuracy": "accuracy", "mcc": "Matthews corr.", "f1_acc": "mean(F1, accuracy)"}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One classification task in T5 format.
@@ -43,6 +46,11 @@ class TaskSpec:
     def label_ids(self) -> tuple[int, ...]:
         """GLUE label ids in ascending order (the order of the scorer's label columns)."""
         return tuple(sorted(self.label_words))
+
+    @property
+    def metric_name(self) -> str:
+        """The paper's metric as a reader names it (every printed score says which it is)."""
+        return METRIC_NAMES[self.metric]
 
     @property
     def columns(self) -> tuple[str, ...]:
