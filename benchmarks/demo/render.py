@@ -84,7 +84,7 @@ def _ci(ci: dict[str, Any] | None) -> str:
 
 def _composition(coefficients: dict[str, float]) -> str:
     items = [{"repo_id": r, "coefficient": c} for r, c in coefficients.items()]
-    return _ingredients_text(items)
+    return _ingredients_text(items) if items else "(nothing added)"
 
 
 def baselines_table(title: str, baselines: dict[str, Any], *, multi: bool = False) -> Table:

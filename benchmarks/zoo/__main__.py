@@ -43,17 +43,22 @@ def build_cmd(
 def report_cmd(
     zoo: Path = typer.Option(..., "--zoo", help="A built zoo folder."),
 ) -> None:
-    """Validation scores: base vs each target, and target + lambda * tau per candidate (last line JSON)."""
+    """Held-out scores: base, target, best single, best pair, all helpers added; multi-task (last line JSON)."""
     torch.set_num_threads(1)
     report = zoo_report(zoo=zoo)
-    for task, entry in report.items():
-        typer.echo(f"{task}: base {entry['base']:.1f}  target {entry['target']:.1f}")
-        for repo, scores in entry["candidates"].items():
-            mark = "*" if repo in entry["helpers"] else " "
-            cells = "  ".join(f"l={lam}: {s:.1f}" for lam, s in scores.items())
-            typer.echo(f"  {mark} + {repo:40s} {cells}")
-        cells = "  ".join(f"l={lam}: {s:.1f}" for lam, s in entry["helpers_sum"].items())
-        typer.echo(f"  * + all helpers together{'':18s}{cells}")
+    for task, e in report["tasks"].items():
+        single, pair, add_all = e["best_single"], e["best_pair"], e["add_all"]
+        typer.echo(f"{task}: base {e['base']:.1f}  target {e['target']:.1f}")
+        typer.echo(f"  best single  {single['score']:5.1f}  {single['repo']} x{single['lambda']}")
+        cells = " + ".join(f"{r} x{lam}" for r, lam in zip(pair["repos"], pair["lambdas"], strict=True))
+        typer.echo(f"  best pair    {pair['score']:5.1f}  {cells}")
+        cells = " + ".join(f"{r.split('/')[-1]} x{lam}" for r, lam in add_all["lambdas"].items())
+        typer.echo(f"  all helpers  {add_all['score']:5.1f}  {cells}")
+    for task, m in report["multitask"].items():
+        typer.echo(
+            f"multitask {task}: base {m['base']:.1f}  {m['repo']} alone {m['alone']:.1f}"
+            f"  naive sum of all four {m['naive_sum']:.1f}"
+        )
     typer.echo(json.dumps(report))
 
 

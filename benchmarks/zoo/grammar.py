@@ -2,10 +2,9 @@
 
 Two domains share the function words and the sentiment/attribute vocabulary: domain `a` (films,
 people and animals) is where the four GLUE-like target tasks live; domain `b` (restaurants, objects)
-carries the related auxiliary tasks. Each generator draws from a `numpy.random.Generator` only, so a
-seed fixes every row. Auxiliary generators can be restricted to *part* of a target's phenomena (half of
-the sentiment adjectives, one kind of corruption, one kind of paraphrase, one kind of non-entailment):
-that makes their task vectors partial and complementary helpers of a data-poor target.
+carries most auxiliary tasks. Each generator draws from a `numpy.random.Generator` only, so a seed
+fixes every row. Auxiliary generators can be restricted to *part* of a target's phenomena (one kind of
+sentence, half of the deciding words, one kind of corruption): partial, complementary helpers.
 """
 
 from __future__ import annotations
@@ -41,6 +40,11 @@ def _pick(rng: np.random.Generator, seq: Sequence[str]) -> str:
     return seq[int(rng.integers(len(seq)))]
 
 
+def _words(table: dict[str, tuple], domain: str) -> tuple:
+    """The words of `domain` in `table`; a domain of several letters (`ab`) pools theirs."""
+    return tuple(w for d in domain for w in table[d])
+
+
 def half(seq: Sequence[str], part: int) -> tuple[str, ...]:
     """Every other item of `seq` starting at `part` (0 or 1): two disjoint, interleaved halves."""
     return tuple(seq[part::2])
@@ -65,7 +69,7 @@ def sentiment_rows(
     """
     pos = POSITIVE if adjective_part is None else half(POSITIVE, adjective_part)
     neg = NEGATIVE if adjective_part is None else half(NEGATIVE, adjective_part)
-    nouns = REVIEW_NOUNS[domain]
+    nouns = _words(REVIEW_NOUNS, domain)
     rows: list[Row] = []
     for _ in range(n):
         label = int(rng.integers(2))
@@ -98,17 +102,21 @@ def sentiment_rows(
 CORRUPTIONS = ("agreement", "order", "drop")
 
 
-def _grammatical(rng: np.random.Generator, domain: str) -> tuple[list[str], int]:
-    """A grammatical sentence as words, and the index of its finite verb."""
-    sg, pl = AGENTS[domain][int(rng.integers(len(AGENTS[domain])))]
+def _grammatical(rng: np.random.Generator, domain: str, part: int | None = None) -> tuple[list[str], int]:
+    """A grammatical sentence as words, and the index of its finite verb.
+
+    `part` 0 builds only sentences with a lexical verb, 1 only copula sentences; None either.
+    """
+    sg, pl = _words(AGENTS, domain)[int(rng.integers(len(_words(AGENTS, domain))))]
     plural = bool(rng.random() < 0.5)
     words = ["the", pl if plural else sg]
     if rng.random() < 0.2:
         # An attractor noun of the other number between subject and verb makes agreement non-local.
-        a_sg, a_pl = AGENTS[domain][int(rng.integers(len(AGENTS[domain])))]
+        a_sg, a_pl = _words(AGENTS, domain)[int(rng.integers(len(_words(AGENTS, domain))))]
         words += [_pick(rng, PREPS), "the", a_sg if plural else a_pl]
     verb_at = len(words)
-    if rng.random() < 0.5:
+    lexical = bool(rng.random() < 0.5) if part is None else part == 0
+    if lexical:
         v_sg, v_pl = VERBS[int(rng.integers(len(VERBS)))]
         words.append(v_pl if plural else v_sg)
         if rng.random() < 0.6:
@@ -156,11 +164,15 @@ def grammar_rows(
     domain: str,
     corruptions: Sequence[str] = ("agreement", "order"),
     acceptable_rate: float = 0.6,
+    verb_part: int | None = None,
 ) -> list[Row]:
-    """CoLA-like rows: a grammatical sentence (label 1) or one corrupted by one of `corruptions` (0)."""
+    """CoLA-like rows: a grammatical sentence (label 1) or one corrupted by one of `corruptions` (0).
+
+    `verb_part` restricts the sentences to one kind of verb: 0 lexical verbs, 1 copulas with a state.
+    """
     rows: list[Row] = []
     for _ in range(n):
-        words, verb_at = _grammatical(rng, domain)
+        words, verb_at = _grammatical(rng, domain, verb_part)
         label = int(rng.random() < acceptable_rate)
         if not label:
             words = _corrupt(rng, words, verb_at, _pick(rng, corruptions), domain)
@@ -175,10 +187,10 @@ PARAPHRASES = ("synonym", "reorder")
 
 def _clause(rng: np.random.Generator, domain: str) -> dict[str, str]:
     return {
-        "subj": _pick(rng, PARA_SUBJECTS[domain]),
+        "subj": _pick(rng, _words(PARA_SUBJECTS, domain)),
         "adj": _pick(rng, PARA_ADJS),
         "verb": _pick(rng, PARA_VERBS),
-        "obj": _pick(rng, PARA_OBJECTS[domain]),
+        "obj": _pick(rng, _words(PARA_OBJECTS, domain)),
         "time": _pick(rng, PARA_TIMES),
     }
 
@@ -194,10 +206,10 @@ def _render(c: dict[str, str], *, time_first: bool, synonyms: set[str]) -> str:
 
 def _content_change(rng: np.random.Generator, c: dict[str, str], domain: str) -> dict[str, str]:
     pools = {
-        "subj": PARA_SUBJECTS[domain],
+        "subj": _words(PARA_SUBJECTS, domain),
         "adj": PARA_ADJS,
         "verb": PARA_VERBS,
-        "obj": PARA_OBJECTS[domain],
+        "obj": _words(PARA_OBJECTS, domain),
         "time": PARA_TIMES,
     }
     key = _pick(rng, tuple(pools))
@@ -214,26 +226,28 @@ def paraphrase_pairs(
     domain: str,
     kinds: Sequence[str] = PARAPHRASES,
     positive_rate: float = 0.6,
+    synonym_part: int | None = None,
 ) -> list[tuple[str, str, int]]:
     """Sentence pairs: a paraphrase (1) by `kinds` (synonyms, clause reordering) or other content (0).
 
     Negatives change one content word and get the same surface rewrites, so word overlap alone does
-    not decide the label.
+    not decide the label. `synonym_part` allows only one half (0 or 1) of the synonym pairs.
     """
+    allowed = set(SYNONYMS if synonym_part is None else half(tuple(SYNONYMS), synonym_part))
     out: list[tuple[str, str, int]] = []
     keys = ("adj", "verb", "time")
     for _ in range(n):
         c = _clause(rng, domain)
         if "reorder" not in kinds:
             # A synonym-only paraphrase needs a word that has a synonym.
-            while not any(c[k] in SYNONYMS for k in keys):
+            while not any(c[k] in allowed for k in keys):
                 c = _clause(rng, domain)
         time_first = bool(rng.random() < 0.5)
         s1 = _render(c, time_first=time_first, synonyms=set())
         label = int(rng.random() < positive_rate)
         other = c if label else _content_change(rng, c, domain)
         # At least one rewrite of the allowed kinds, so positives are never identical copies.
-        possible = [k for k in keys if other[k] in SYNONYMS] if "synonym" in kinds else []
+        possible = [k for k in keys if other[k] in allowed] if "synonym" in kinds else []
         syn = {k for k in possible if rng.random() < 0.6}
         flip = "reorder" in kinds and bool(rng.random() < 0.6)
         if not syn and not flip:
@@ -247,12 +261,17 @@ def paraphrase_pairs(
 
 
 def mrpc_rows(
-    rng: np.random.Generator, n: int, *, domain: str, kinds: Sequence[str] = PARAPHRASES
+    rng: np.random.Generator,
+    n: int,
+    *,
+    domain: str,
+    kinds: Sequence[str] = PARAPHRASES,
+    synonym_part: int | None = None,
 ) -> list[Row]:
     """MRPC-like rows (`sentence1`, `sentence2`, `label` 1 equivalent / 0 not)."""
     return [
         {"sentence1": a, "sentence2": b, "label": y}
-        for a, b, y in paraphrase_pairs(rng, n, domain=domain, kinds=kinds)
+        for a, b, y in paraphrase_pairs(rng, n, domain=domain, kinds=kinds, synonym_part=synonym_part)
     ]
 
 
@@ -269,13 +288,20 @@ def qqp_rows(rng: np.random.Generator, n: int, *, domain: str) -> list[Row]:
 NON_ENTAILMENT = ("contradiction", "new_fact")
 
 
-def _facts(rng: np.random.Generator, domain: str, k: int) -> list[tuple[str, str, str]]:
-    nouns = [sg for sg, _ in AGENTS[domain]]
+def _values(part: int | None) -> dict[str, tuple[str, ...]]:
+    """Each attribute category's values, or one half (0 or 1) of each."""
+    return {c: v if part is None else half(v, part) for c, v in CATEGORIES.items()}
+
+
+def _facts(
+    rng: np.random.Generator, domain: str, k: int, values: dict[str, tuple[str, ...]] = CATEGORIES
+) -> list[tuple[str, str, str]]:
+    nouns = [sg for sg, _ in _words(AGENTS, domain)]
     chosen = rng.choice(len(nouns), size=k, replace=False)
     facts = []
     for i in chosen:
-        cat = _pick(rng, tuple(CATEGORIES))
-        facts.append((nouns[int(i)], cat, _pick(rng, CATEGORIES[cat])))
+        cat = _pick(rng, tuple(values))
+        facts.append((nouns[int(i)], cat, _pick(rng, values[cat])))
     return facts
 
 
@@ -289,7 +315,11 @@ def _premise(facts: list[tuple[str, str, str]]) -> str:
 
 
 def _hypothesis(
-    rng: np.random.Generator, facts: list[tuple[str, str, str]], kind: str, domain: str
+    rng: np.random.Generator,
+    facts: list[tuple[str, str, str]],
+    kind: str,
+    domain: str,
+    values: dict[str, tuple[str, ...]] = CATEGORIES,
 ) -> tuple[str, str, str]:
     if kind == "entailment":
         return facts[int(rng.integers(len(facts)))]
@@ -297,34 +327,43 @@ def _hypothesis(
         noun, cat, value = facts[int(rng.integers(len(facts)))]
         other = value
         while other == value:
-            other = _pick(rng, CATEGORIES[cat])
+            other = _pick(rng, values[cat])
         return noun, cat, other
     if kind == "new_fact":
         # Either an entity the premise never mentions, or a known one with an attribute of another kind.
         if rng.random() < 0.5:
             mentioned = {f[0] for f in facts}
-            noun = _pick(rng, tuple(sg for sg, _ in AGENTS[domain] if sg not in mentioned))
-            cat = _pick(rng, tuple(CATEGORIES))
-            return noun, cat, _pick(rng, CATEGORIES[cat])
+            noun = _pick(rng, tuple(sg for sg, _ in _words(AGENTS, domain) if sg not in mentioned))
+            cat = _pick(rng, tuple(values))
+            return noun, cat, _pick(rng, values[cat])
         noun, cat, _ = facts[int(rng.integers(len(facts)))]
-        other_cat = _pick(rng, tuple(c for c in CATEGORIES if c != cat))
-        return noun, other_cat, _pick(rng, CATEGORIES[other_cat])
+        other_cat = _pick(rng, tuple(c for c in values if c != cat))
+        return noun, other_cat, _pick(rng, values[other_cat])
     raise ValueError(f"unknown hypothesis kind {kind!r}")
 
 
 def rte_rows(
-    rng: np.random.Generator, n: int, *, domain: str, negatives: Sequence[str] = NON_ENTAILMENT
+    rng: np.random.Generator,
+    n: int,
+    *,
+    domain: str,
+    negatives: Sequence[str] = NON_ENTAILMENT,
+    value_part: int | None = None,
 ) -> list[Row]:
-    """RTE-like rows: premise of 2-3 facts; hypothesis one of them (0 entailment) or not (1)."""
+    """RTE-like rows: premise of 2-3 facts; hypothesis one of them (0 entailment) or not (1).
+
+    `value_part` restricts every attribute to one half (0 or 1) of its category's values.
+    """
+    values = _values(value_part)
     rows: list[Row] = []
     for _ in range(n):
-        facts = _facts(rng, domain, int(rng.integers(2, 4)))
+        facts = _facts(rng, domain, int(rng.integers(2, 4)), values)
         label = int(rng.integers(2))
         kind = "entailment" if label == 0 else _pick(rng, negatives)
         rows.append(
             {
                 "sentence1": _premise(facts),
-                "sentence2": _say(_hypothesis(rng, facts, kind, domain)),
+                "sentence2": _say(_hypothesis(rng, facts, kind, domain, values)),
                 "label": label,
             }
         )

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from benchmarks.zoo.data import Dataset
+from benchmarks.zoo.finetunes import MULTITASK
 from benchmarks.zoo.world import BASE_REPO, ZOO_VERSION, World
 from search.errors import DataError
 
@@ -19,6 +20,8 @@ def write_manifest(world: World, *, scale_name: str, datasets: list[Dataset]) ->
         "version": ZOO_VERSION,
         "base": BASE_REPO,
         "targets": {t: f"pico/t5-pico-{t}" for t in ("cola", "sst2", "mrpc", "rte")},
+        # The multi-task stage's fine-tunes, one per task (role `multitask`, not single-task candidates).
+        "multitask": dict(MULTITASK),
         "datasets": {
             f"{d.name}/{d.task}": {"path": d.relpath, "task": d.task, "description": d.description}
             for d in datasets
