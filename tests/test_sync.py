@@ -50,7 +50,9 @@ def _assert_matches_manifest(rows: list[dict], manifest: dict) -> None:
     by_repo = {r["repo_id"]: r for r in rows}
     assert set(by_repo) == {r for r, meta in repos.items() if meta["role"] != "base"}
     compatible = {r for r, row in by_repo.items() if row["status"] == "compatible"}
-    assert compatible == {r for r, meta in repos.items() if meta["role"] in ("target", "candidate", "multitask")}
+    assert compatible == {
+        r for r, meta in repos.items() if meta["role"] in ("target", "candidate", "multitask")
+    }
     for repo_id, meta in repos.items():
         if meta["role"] != "decoy":
             continue
