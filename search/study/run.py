@@ -76,11 +76,11 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     _sync(run)
     if config.heldout_top_n > 0:
         score_top_heldout(run.live, top_n=config.heldout_top_n, db_url=config.db_url)
-        _baselines(run)
+        _baselines(run, progress=progress)
     return _summary(run)
 
 
-def _baselines(run: _Run) -> None:
+def _baselines(run: _Run, *, progress: bool) -> None:
     """Once the study is finished, score and store its baselines (once: a rerun finds them stored).
 
     A worker stopped by its timeout leaves them to the run that finishes the study: the search's best is
@@ -94,6 +94,12 @@ def _baselines(run: _Run) -> None:
     kept = None if stored is None else stored.get("search-best")
     if stored is not None and (best is None or (kept is not None and kept.trial == best["trial_number"])):
         return
+    if progress:  # about a dozen passes over the splits: at real scale minutes, so say what runs
+        stderr_console().print(
+            f"study {live.name}: scoring the baselines beside its best (target, best single, add-all, "
+            "global lambda) on both splits",
+            highlight=False,
+        )
     save_baselines(
         live_baselines(live, kind=config.kind, db_url=config.db_url),
         task=live.context.label,
