@@ -299,3 +299,32 @@ def test_search_config_refuses_bad_options_before_any_model(options, match) -> N
     """Python callers get the CLI's checks too: validate() runs before any model loads."""
     with pytest.raises(ModelError, match=match):
         SearchConfig(task="rte", target="unused", **options).validate()
+
+
+def test_an_error_raised_by_a_ctrl_c_is_reported_as_the_ctrl_c(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C landing inside a native call (safetensors reading a tensor) can surface as that library's
+    error; after a Ctrl-C, any error exits 130 with the resume line, never as a broken file."""
+    app_module = importlib.import_module("search.cli.app")  # `search.cli.app` is also the Typer app
+
+    missing = f"sqlite:///{tmp_path / 'none' / 'taskvec.db'}"
+    monkeypatch.setattr(sys, "argv", ["taskvec", "leaderboard", "--db", missing])
+    with pytest.raises(SystemExit) as plain:
+        main()
+    assert plain.value.code == 1 and "error:" in capsys.readouterr().err
+
+    class _AfterCtrlC:  # what the SIGINT handler leaves behind once the first Ctrl-C came
+        def clear(self) -> None: ...
+
+        def set(self) -> None: ...
+
+        def is_set(self) -> bool:
+            return True
+
+    monkeypatch.setattr(app_module, "_SIGINT_SEEN", _AfterCtrlC())
+    try:
+        with pytest.raises(SystemExit) as interrupted:
+            main()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # an interrupted exit leaves it ignored
+    err = capsys.readouterr().err
+    assert interrupted.value.code == 130 and "rerun the same command to resume" in err and "error:" not in err

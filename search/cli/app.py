@@ -171,9 +171,16 @@ def _interrupted(signum: int, frame: object) -> None:
     callback and print "Exception ignored in atexit callback ... KeyboardInterrupt".
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _SIGINT_SEEN.set()
     if isinstance(sys.exc_info()[1], KeyboardInterrupt):
         return  # already unwinding from a Ctrl-C that another handler (the search's gate) raised
     raise KeyboardInterrupt
+
+
+# Set by the first Ctrl-C. A KeyboardInterrupt raised while a native extension runs (safetensors reading a
+# tensor) can come back as that library's own error ("could not determine the shape ..."), which would
+# then be reported as a broken file: an error after a Ctrl-C is the Ctrl-C.
+_SIGINT_SEEN = threading.Event()
 
 
 def _run() -> int:
@@ -186,10 +193,10 @@ def _run() -> int:
             raise KeyboardInterrupt
         return code if isinstance(code, int) and not isinstance(code, bool) else 0
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # exiting now: a second Ctrl-C must not interrupt it
-        err_console.print("interrupted: completed work is saved; rerun the same command to resume")
-        return 130
+        return _interrupted_exit()
     except TaskvecError as exc:
+        if _SIGINT_SEEN.is_set():
+            return _interrupted_exit()
         if os.environ.get(ENV_DEBUG):
             raise
         _error(str(exc))
@@ -202,10 +209,18 @@ def _run() -> int:
         exc.show()
         return exc.exit_code
     except Exception as exc:
+        if _SIGINT_SEEN.is_set():
+            return _interrupted_exit()
         if os.environ.get(ENV_DEBUG):
             raise
         _error(describe(exc))
         return 1
+
+
+def _interrupted_exit() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # exiting now: a second Ctrl-C must not interrupt it
+    err_console.print("interrupted: completed work is saved; rerun the same command to resume")
+    return 130
 
 
 def main() -> None:
@@ -213,6 +228,7 @@ def main() -> None:
     quiet_libraries_by_default()  # before any command imports huggingface_hub or transformers
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _interrupted) if in_main_thread else None
+    _SIGINT_SEEN.clear()
     code = 1
     try:
         code = _run()
