@@ -134,8 +134,7 @@ class _Evaluator:
         self.kind = kind
         self.tasks = tuple(live.context.tasks)
         self.refs = {s: live.context.reference_scores(s) for s in ("search", "heldout")}
-        heldout = {t: live.heldout[t].split.examples["label"].to_numpy() for t in self.tasks}
-        self.labels = heldout
+        self.labels = {t: live.heldout[t].split.examples["label"].to_numpy() for t in self.tasks}
 
     def coefs(self, mapping: dict[str, float]) -> list[float]:
         return [float(mapping.get(r, 0.0)) for r in self.live.repos]
@@ -176,9 +175,19 @@ class _Evaluator:
         ).to_dict()
 
 
-def _grid_choice(ev: _Evaluator, lambdas: Sequence[float]) -> tuple[float, dict[float, float]]:
-    grid = {float(lam): ev.search(dict.fromkeys(ev.live.repos, float(lam)))[1] for lam in lambdas}
-    return max(grid, key=lambda lam: (grid[lam], -lam)), grid
+def _global_lambda(
+    ev: _Evaluator, lambdas: Sequence[float]
+) -> tuple[float, dict[float, float], dict[float, tuple[dict[str, float], bool]]]:
+    """FusionBench's grid on the search split: `(chosen lambda, lambda -> objective, lambda -> (task scores,
+    every control guard held))`; the best among the lambdas passing the guards (all, when none does)."""
+    grid: dict[float, float] = {}
+    per_lambda: dict[float, tuple[dict[str, float], bool]] = {}
+    for lam in lambdas:
+        scores, grid[float(lam)] = ev.search(dict.fromkeys(ev.live.repos, float(lam)))
+        ok = all(g.violation(float(g.scorer.score().score)) <= 0 for g in ev.live.guards)
+        per_lambda[float(lam)] = (scores, ok)
+    feasible = [lam for lam in grid if per_lambda[lam][1]] or list(grid)
+    return max(feasible, key=lambda lam: (grid[lam], -lam)), grid, per_lambda
 
 
 def _best_single(ev: _Evaluator, screened: dict[str, float]) -> str:
@@ -215,7 +224,7 @@ def live_baselines(
     lambda_max = live.context.lambda_max
     screened = {c.repo_id: float(min(lambda_max, max(0.0, c.best_lambda))) for c in live.context.candidates}
     single = _best_single(ev, screened)
-    lam, _ = _grid_choice(ev, lambdas)
+    lam, _, _ = _global_lambda(ev, lambdas)
     rows = [
         ev.baseline("target", {}),
         ev.baseline("best-single", {single: screened[single]}),
@@ -322,17 +331,7 @@ def global_lambda_baseline(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     live = open_live(config, create=False)
     kind = "mean" if config.kind == "pareto" else config.kind
-    references = live.context.reference_scores("search")
-    grid: dict[float, float] = {}
-    per_lambda: dict[float, tuple[dict[str, float], bool]] = {}
-    for lam in lambdas:
-        live.composer.apply([float(lam)] * len(live.repos))
-        scores = {t: float(s.full.score().score) for t, s in live.scorers.items()}
-        ok = all(g.violation(float(g.scorer.score().score)) <= 0 for g in live.guards)
-        grid[float(lam)] = combine(scores, kind=kind, references=references)
-        per_lambda[float(lam)] = (scores, ok)
-    feasible = [lam for lam in grid if per_lambda[lam][1]] or list(grid)
-    best = max(feasible, key=lambda lam: (grid[lam], -lam))
+    best, grid, per_lambda = _global_lambda(_Evaluator(live, kind=kind), lambdas)
     live.composer.apply([best] * len(live.repos))
     heldout = {t: float(live.heldout[t].score().score) for t in config.tasks}
     return BaselineResult(
