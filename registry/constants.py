@@ -7,9 +7,20 @@ from pathlib import Path
 
 ENV_HOME = "TASKVEC_HOME"
 ENV_DB = "TASKVEC_DB"
+ENV_DATA = "TASKVEC_DATA"
+ENV_STORAGE = "TASKVEC_STORAGE"
 ENV_DEBUG = "TASKVEC_DEBUG"
+# huggingface_hub's own switches, honoured before any request is made (see registry.sources.hub).
+ENV_HF_OFFLINE = "HF_HUB_OFFLINE"
+ENV_HF_ENDPOINT = "HF_ENDPOINT"
 
 DEFAULT_HOME = Path("~/.cache/taskvec")
+VECTORS_DIR = "vectors"
+OPTUNA_DB = "optuna.db"
+
+# Seconds to wait for the Hub to accept a connection: an unreachable Hub is one line at once, not minutes of
+# TCP timeouts or retries (huggingface_hub's own client has no timeout at all).
+HUB_CONNECT_TIMEOUT_S = 3.0
 
 # Alembic keeps its revision in a table of our own: Optuna's RDB storage owns `alembic_version`.
 ALEMBIC_VERSION_TABLE = "taskvec_alembic_version"
@@ -40,9 +51,29 @@ def default_db_url() -> str:
     return f"sqlite:///{home() / 'taskvec.db'}"
 
 
-def vector_cache_dir() -> Path:
-    """Where precomputed task vectors are cached, keyed by (base sha, candidate sha)."""
-    return home() / "vectors"
+def data_dir() -> Path | None:
+    """The GLUE folder the model commands read when given no `--data`: `TASKVEC_DATA`, else None (the Hub)."""
+    value = os.environ.get(ENV_DATA)
+    return Path(value).expanduser() if value else None
+
+
+def default_storage_url() -> str:
+    """Optuna's storage URL: `TASKVEC_STORAGE`, else a SQLite file under `TASKVEC_HOME`."""
+    return os.environ.get(ENV_STORAGE) or f"sqlite:///{home() / OPTUNA_DB}"
+
+
+def vector_cache_dir(cache_dir: Path | None = None) -> Path:
+    """Where precomputed task vectors are cached, keyed by (base sha, candidate sha).
+
+    Args:
+        cache_dir: the `--cache-dir` given to a command (taskvec's caches live in it); None: `TASKVEC_HOME`.
+    """
+    return (Path(cache_dir).expanduser() if cache_dir is not None else home()) / VECTORS_DIR
+
+
+def hub_offline() -> bool:
+    """Whether `HF_HUB_OFFLINE` asks for no Hub requests at all (huggingface_hub's own truthy values)."""
+    return os.environ.get(ENV_HF_OFFLINE, "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 # Lineage check (registry/compat/lineage.py): relative distance ||theta - theta_base|| / ||theta_base|| over a few

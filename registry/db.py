@@ -228,7 +228,11 @@ def _columns(
 ) -> dict[str, frozenset[str]]:
     insp = inspect(conn)
     names = [t for t in insp.get_table_names() if t not in exclude and (only is None or t in only)]
-    return {name: frozenset(col["name"] for col in insp.get_columns(name)) for name in names}
+    out = {name: frozenset(col["name"] for col in insp.get_columns(name)) for name in names}
+    # Views by name only (migration 0006 adds `leaderboard_scores`): they tell revisions with the same
+    # tables apart, and a view over a dropped table has no columns to read.
+    views = [v for v in insp.get_view_names() if v not in exclude and (only is None or v in only)]
+    return out | {view: frozenset() for view in views}
 
 
 def _clear_half_created(conn: Connection, cfg: Config, url: str, *, repair: bool) -> None:
@@ -244,13 +248,18 @@ def _clear_half_created(conn: Connection, cfg: Config, url: str, *, repair: bool
     present = _columns(conn, only=ours)
     if not present:
         return  # only other tables (Optuna's): nothing of ours to clear
+    views = set(inspect(conn).get_view_names()) & set(present)  # hold no rows; may name a dropped table
     filled = sorted(
-        t for t in present if conn.execute(select(text("1")).select_from(table(t)).limit(1)).first()
+        t
+        for t in present
+        if t not in views and conn.execute(select(text("1")).select_from(table(t)).limit(1)).first()
     )
-    names = ", ".join(sorted(present))
+    names = ", ".join(sorted(set(present) - views))
     if not filled:
+        for view in sorted(views):  # before the tables they read: PostgreSQL refuses to drop those first
+            conn.execute(text(f'DROP VIEW "{view}"'))
         reflected = MetaData()
-        reflected.reflect(conn, only=list(present))
+        reflected.reflect(conn, only=[t for t in present if t not in views])
         reflected.drop_all(conn)
         _log.warning("%s: dropped the empty tables of an interrupted migration (%s)", redact_url(url), names)
         return

@@ -7,12 +7,20 @@ Endpoints: `GET /api/models` (search, filter, limit, full, cardData; Link-header
 `HEAD|GET /{repo}/resolve/{rev}/{file}` (ETag, X-Repo-Commit, Content-Length, Accept-Ranges, Range -> 206).
 Revisions are the folders' content shas (`registry.sources.local.content_sha`), as the local source pins them.
 
+Writes, for `HfApi.create_repo` + `upload_folder` (issue 15's `export --push-to-hub`): `POST /api/repos/create`
+(409 when it exists; `visibility` or `private` recorded), `POST /api/validate-yaml` (the card's front matter
+must parse), `POST /api/models/{repo}/preupload/{rev}` (every file `regular`: its bytes ride the commit, so
+neither LFS nor Xet is involved) and `POST /api/models/{repo}/commit/{rev}` (NDJSON; files written under
+`<root>/<repo>/`, so the pushed repo is then served like any other). Writes need `Authorization: Bearer` with
+a token in `write_tokens` (401 otherwise).
+
 It counts bytes served per repo and file, and separately the *weight* bytes: bytes of a safetensors file
 past its header, and every byte of a pickle. Faults can be injected per path (`inject(...)`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -26,11 +34,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
+import yaml
+
 from registry.errors import RegistryError
 from registry.sources import validate_repo_id
 from registry.sources.local import LocalSource, card_tags, content_sha, file_sha256, repo_files
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+WRITE_TOKEN = "hf_loopback_write"  # the token the loopback Hub accepts for writes
 
 
 def _weight_data_start(path: Path) -> int | None:
@@ -65,6 +76,9 @@ class LoopbackHub:
         self._thread: threading.Thread | None = None
         self.endpoint = ""
         self.delay_s = 0.0  # per request, to make a sync slow enough to kill midway
+        self.write_tokens: set[str] = {WRITE_TOKEN}
+        self.private: set[str] = set()  # repos created private
+        self.commits: list[tuple[str, str, list[str]]] = []  # (repo, summary, paths written)
 
     # --- faults and counters -----------------------------------------------------------------------------
 
@@ -121,7 +135,7 @@ class LoopbackHub:
             "modelId": repo_id,
             "author": repo_id.split("/")[0],
             "sha": content_sha(folder),
-            "private": False,
+            "private": repo_id in self.private,
             "gated": False,
             "disabled": False,
             "downloads": 0,
@@ -221,6 +235,43 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         self._route(head=False)
 
+    def do_POST(self) -> None:  # noqa: N802
+        if self.state.delay_s:
+            time.sleep(self.state.delay_s)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = unquote(urlsplit(self.path).path)
+        fault = self.state.take_fault("POST", path)
+        if fault is not None:
+            self._error(fault, None, f"injected {fault}")
+            return
+        parts = [p for p in path.split("/") if p]
+        if parts == ["api", "validate-yaml"]:
+            self._validate_yaml(body)
+            return
+        auth = self.headers.get("Authorization") or ""
+        if not auth.startswith("Bearer ") or auth.removeprefix("Bearer ") not in self.state.write_tokens:
+            self._error(401, None, "Invalid credentials in Authorization header")
+            return
+        if parts == ["api", "repos", "create"]:
+            self._create(json.loads(body or b"{}"))
+        elif len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] in ("preupload", "commit"):
+            repo_id = f"{parts[2]}/{parts[3]}"
+            if self.state.repo_dir(repo_id) is None:
+                self._error(404, "RepoNotFound", f"{repo_id} not found")
+            elif parts[4] == "preupload":
+                files = json.loads(body)["files"]
+                self._json(
+                    {
+                        "files": [
+                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                        ]
+                    }
+                )
+            else:
+                self._commit(repo_id, body)
+        else:
+            self._error(404, None, f"no route for POST {path}")
+
     def _route(self, *, head: bool) -> None:
         if self.state.delay_s:
             time.sleep(self.state.delay_s)
@@ -243,6 +294,61 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(404, None, f"no route for {path}", head=head)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    # --- writes ------------------------------------------------------------------------------------------
+
+    def _validate_yaml(self, body: bytes) -> None:
+        content = json.loads(body).get("content", "")
+        front = content.split("---", 2)[1] if content.startswith("---") else ""
+        try:
+            yaml.safe_load(front)
+        except yaml.YAMLError as exc:
+            self._send(400, json.dumps({"errors": [{"message": str(exc)}]}).encode())
+            return
+        self._json({"warnings": []})
+
+    def _create(self, payload: dict) -> None:
+        repo_id = f"{payload.get('organization')}/{payload.get('name')}"
+        try:
+            validate_repo_id(repo_id)
+        except RegistryError:
+            self._error(400, None, f"invalid repo id {repo_id!r}")
+            return
+        folder = self.state.root / repo_id
+        url = f"{self.state.endpoint}/{repo_id}"
+        if folder.exists():  # the Hub's 409 carries the repo's URL too (create_repo(exist_ok=True) reads it)
+            body = json.dumps({"error": "You already created this model repo", "url": url}).encode()
+            self._send(409, body, {"Content-Type": "application/json"})
+            return
+        folder.mkdir(parents=True)
+        if payload.get("visibility") == "private" or payload.get("private") is True:
+            with self.state.lock:
+                self.state.private.add(repo_id)
+        self._json({"url": url, "name": repo_id, "id": repo_id})
+
+    def _commit(self, repo_id: str, body: bytes) -> None:
+        folder = self.state.root / repo_id
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        summary, written = "", []
+        for item in lines:
+            value = item.get("value", {})
+            if item["key"] == "header":
+                summary = value.get("summary", "")
+            elif item["key"] == "file":
+                rel = Path(value["path"])
+                if rel.is_absolute() or ".." in rel.parts:
+                    self._error(400, None, f"bad path {value['path']!r}")
+                    return
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                (folder / rel).write_bytes(base64.b64decode(value["content"]))
+                written.append(rel.as_posix())
+            else:  # lfsFile, deletions, copies: this Hub offers none of them
+                self._error(400, None, f"unsupported commit operation {item['key']!r}")
+                return
+        sha = content_sha(folder)
+        with self.state.lock:
+            self.state.commits.append((repo_id, summary, written))
+        self._json({"commitUrl": f"{self.state.endpoint}/{repo_id}/commit/{sha}", "commitOid": sha})
 
     def _list(self, query: dict) -> None:
         hub = self.state

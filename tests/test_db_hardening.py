@@ -33,7 +33,7 @@ from registry.models import BaseModel, Checkpoint
 from search.cli.app import app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAD = "0005"
+HEAD = "0006"
 TABLES = {"base_models", "checkpoints", "screenings", "leaderboard"}
 
 

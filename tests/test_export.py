@@ -103,17 +103,17 @@ def test_merge_cli_equals_independent_sum_loads_and_rebuilds_exactly(merge_input
 
     recipe = Recipe.load(out / "recipe.yaml")
     base_pin, target_pin = pin(str(base)), pin(str(target))
-    assert recipe.base == Ref(repo_id=base_pin.repo_id, revision=base_pin.revision)
-    assert recipe.target == Ref(repo_id=target_pin.repo_id, revision=target_pin.revision)
+    # every reference records where it was read from: a folder named by path is its own source
+    assert recipe.base == Ref(repo_id=base_pin.repo_id, revision=base_pin.revision, source=str(base))
+    assert recipe.target == Ref(repo_id=target_pin.repo_id, revision=target_pin.revision, source=str(target))
     assert [(i.repo_id, i.coefficient) for i in recipe.ingredients] == [(str(c1), 0.7), (str(c2), -0.4)]
-    assert all(len(i.revision) == 40 for i in recipe.ingredients)
+    assert all(len(i.revision) == 40 and i.source == i.repo_id for i in recipe.ingredients)
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
-    assert front["base_model"] == [str(base)] and {"taskvec", "task-arithmetic", "merge"} <= set(
-        front["tags"]
-    )
+    # folders are no Hub repos: the Hub's `base_model` would reject their paths
+    assert "base_model" not in front and {"taskvec", "task-arithmetic", "merge"} <= set(front["tags"])
     for ing in recipe.ingredients:
-        assert f"| ingredient | {ing.repo_id} | {ing.revision} | {ing.coefficient!r} |" in card
+        assert f"| ingredient | {ing.repo_id} | {ing.revision} | {ing.source} | {ing.coefficient!r} |" in card
     kit = yaml.safe_load((out / "mergekit.yaml").read_text())
     assert kit["merge_method"] == "task_arithmetic" and kit["base_model"] == str(base)
     assert [m["parameters"]["weight"] for m in kit["models"]] == [1.0, 0.7, -0.4]
@@ -302,7 +302,11 @@ def test_recipe_of_registry_repo_ids_rebuilds_through_the_registry(tiny_zoo, tmp
         out=tmp_path / "path",
     )
     assert (by_registry / "model.safetensors").read_bytes() == (by_path / "model.safetensors").read_bytes()
-    assert Recipe.load(by_registry / "recipe.yaml") == recipe
+    written = Recipe.load(by_registry / "recipe.yaml")
+    assert written.same_model(recipe)  # plus where each reference was found: its registry folder
+    assert [r.source for r in (written.base, written.target, *written.ingredients)] == [
+        str(hub / name) for name in ("pico/t5-pico", "pico/t5-pico-sst2", "pico/t5-pico-food-sst2-a")
+    ]
     stale = recipe.model_copy(update={"target": Ref(repo_id="pico/t5-pico-sst2", revision="0" * 40)})
     with pytest.raises(TaskvecError):
         export_merged(recipe=stale, out=tmp_path / "stale", db_url=db_url)

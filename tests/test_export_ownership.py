@@ -157,9 +157,19 @@ def test_reexport_replaces_its_own_files_and_refuses_the_users(world):
     assert {"model.safetensors", "recipe.yaml", "mergekit.yaml", MANIFEST_FILE} <= set(first)
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     assert set(manifest["files"]) == set(first) - {MANIFEST_FILE}
-    export_merged(recipe=world.recipe(method="ties"), out=out, db_url=world.url)
+    # issue 15: an earlier export of another model is not replaced silently; the same model is rebuilt
+    with pytest.raises(ModelError) as info:
+        export_merged(recipe=world.recipe(method="ties"), out=out, db_url=world.url)
+    assert str(info.value) == (
+        f"{out}: not empty, holds an earlier export of another model; choose another --out, "
+        "or pass --force to replace it"
+    )
+    assert _files(out) == first
+    export_merged(recipe=world.recipe(method="ties"), out=out, db_url=world.url, force=True)
     assert not (out / "mergekit.yaml").exists() and not list(out.parent.glob("E.kept-3"))
-    world.merge(out)
+    world.merge(out, force=True)
+    assert _files(out) == first
+    world.merge(out)  # the same model again: rebuilt in place, no --force needed
     assert _files(out) == first
 
 

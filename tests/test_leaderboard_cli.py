@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from registry.db import dispose_engines
 from search.cli import app
+from search.cli._render import baselines_table, console, screening_table
 from search.errors import SearchError
 from search.leaderboard.queries import check_known, resolve_trial, split_key, summary
 from search.study import records
@@ -98,6 +99,30 @@ def test_leaderboard_table_top_and_export_hint(db_url):
     assert sum("│ rte " in line for line in one.output.splitlines()) == 1  # default: the best row only
 
 
+def test_tables_name_the_metric_and_split_of_every_score(db_url):
+    validation = leaderboard_row("v", 0, 30.0, task="cola")
+    validation["scorer"] = {**validation["scorer"], "search_from": "validation"}
+    records.upsert_rows([validation], db_url=db_url)
+    board = _invoke("leaderboard", "--db", db_url)
+    assert board.exit_code == 0, board.output
+    assert (
+        "CoLA: Matthews corr. ×100, MRPC: mean(F1, accuracy) ×100, RTE: accuracy ×100; "
+        "search = one stratified half of GLUE validation, held-out = the other half of GLUE validation; "
+        "search = a stratified sample of GLUE train, held-out = GLUE validation"
+    ) in " ".join(board.output.split())  # rich may wrap the footnote
+    one = _invoke("leaderboard", "--db", db_url, "--task", "rte", "--pareto")
+    assert "no Pareto-optimal rows" in one.output  # no table, so no footnote either
+    pareto = leaderboard_row("p", 0, 40.0, task="mrpc,rte")
+    pareto |= {"objective": "pareto", "pareto": True}
+    pareto["scores"] = {"mrpc": {"search": 41.0, "heldout": None}, "rte": {"search": 39.0, "heldout": None}}
+    records.upsert_rows([pareto], db_url=db_url)
+    front = _invoke("leaderboard", "--db", db_url, "--pareto")
+    assert (
+        "MRPC: mean(F1, accuracy) ×100, RTE: accuracy ×100; score = mean of the tasks' scores (the front"
+        in (" ".join(front.output.split()))
+    )
+
+
 def test_export_unknown_study_is_one_line_through_main(db_url, tmp_path):
     out = taskvec("export", "--study", "zzz#3", "--out", str(tmp_path / "o"), "--db", db_url, home=tmp_path)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
@@ -137,3 +162,18 @@ def test_search_and_leaderboard_print_the_same_working_export_command(searched, 
     assert by_rank.returncode == 0, by_rank.stderr[-2000:]
     key = (tmp_path / "by-key" / "recipe.yaml").read_text()
     assert (tmp_path / "by-rank" / "recipe.yaml").read_text() == key
+
+
+def test_baselines_and_screening_tables_name_their_scores():
+    row = {"name": "target", "coefficients": {}, "objective_search": 60.0, "objective_heldout": 58.0}
+    multi = {"study": "s", "tasks": ["mrpc", "rte"], "objective": "normalized-mean", "rows": [row]}
+    with console.capture() as captured:
+        console.print(baselines_table({**multi, "search_from": "validation"}))
+        console.print(screening_table([], task="cola", target="t"))
+    text = " ".join(captured.get().split())
+    assert "base alone" in text
+    assert (
+        "MRPC: mean(F1, accuracy) ×100, RTE: accuracy ×100; score = mean of each task's score / its "
+        "fine-tuned model's score, ×100; search = one stratified half of GLUE validation"
+    ) in text
+    assert "CoLA: Matthews corr. ×100; all on the search split = a stratified sample of GLUE train" in text

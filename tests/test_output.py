@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from registry.db import upgrade
 from registry.progress import (
     ENV_HUB_BARS_OFF,
     ENV_TRANSFORMERS_VERBOSITY,
@@ -63,6 +66,28 @@ def test_every_stage_draws_its_bars_through_the_shared_helper() -> None:
     assert direct == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="leaderboard reads rows through search.study.records and verdicts through "
+    "search.scoring.bootstrap, whose packages import torch and transformers (about 4.5 s idle); "
+    "remove this mark once the read path is light",
+)
+def test_leaderboard_imports_no_model_library(tmp_path: Path) -> None:
+    """`taskvec leaderboard` needs no model: it must not pay for torch and transformers at start-up."""
+    url = f"sqlite:///{tmp_path / 'taskvec.db'}"
+    upgrade(url)
+    probe = (
+        "import sys\n"
+        f"sys.argv = ['taskvec', 'leaderboard', '--json', '--db', {url!r}]\n"
+        "from search.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('torch', 'transformers') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_library_quieting_keeps_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
     # set, then delete: monkeypatch restores the variables as they were before the test
     monkeypatch.setenv(ENV_HUB_BARS_OFF, "unset")
@@ -86,6 +111,8 @@ def test_screen_prints_results_on_stdout_and_progress_on_stderr(
     assert res.returncode == 0, res.stderr
     out, err = _plain(res.stdout), _plain(res.stderr)
     assert "screening sst2" in out and "gain" in out  # the table
+    footnote = "SST-2: accuracy ×100; all on the search split = a stratified sample of GLUE train"
+    assert footnote in " ".join(out.split())  # every score named: metric and split
     assert "screen sst2:" not in out and "eta" not in out and not BAR_LINE.search(out)
     assert "screen sst2:" in err and "━" in err and BAR_LINE.search(err)
     assert re.search(r"eta \d+:\d\d:\d\d", err)  # time remaining, beside the elapsed time

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from registry.db import dispose_engines, session_scope
 from search.cli import app
 from search.errors import SearchError
-from search.leaderboard import report
+from search.leaderboard import plots, report
 from search.study import lambda_param, use_param
 from search.tables import LeaderboardRow
 
@@ -205,3 +206,74 @@ def test_report_command(study_env) -> None:
     assert result.exit_code == 0, result.output
     assert (out / "index.html").is_file()
     assert str(out / "index.html") in result.output
+
+
+def test_page_names_every_score_counts_trials_and_gives_the_dashboard_command(study_env) -> None:
+    index = report.write_report(
+        study=study_env["study"],
+        storage=study_env["storage"],
+        db_url=study_env["db_url"],
+        out=study_env["tmp"],
+    )
+    page = index.read_text()
+    footnote = "SST-2: accuracy ×100; search = a stratified sample of GLUE train, held-out = GLUE validation"
+    assert f"Scores: {footnote}." in page
+    assert "12 finished trials: 12 completed, 0 pruned" in page
+    assert (
+        f"<code>optuna-dashboard {study_env['storage']}</code>" in page and "&lt;storage URL&gt;" not in page
+    )
+    for name in report.PLOT_FILES:  # a caption that says what the plot shows, not its file name
+        assert f"<figcaption>{name}" not in page
+    assert "Optimisation history: each completed trial" in page
+    assert "Optuna&#x27;s fANOVA (seeded) over 12 completed trials" in page
+
+
+def test_history_draws_pruned_trials_at_the_prefix_they_stopped_on_and_labels_the_base() -> None:
+    study = optuna.create_study(direction="maximize")
+    for number in range(6):
+        trial = study.ask()
+        x = trial.suggest_float("a", 0, 1)
+        if number % 2:
+            trial.report(10.0 + number, 64)
+            trial.report(20.0 + number, 128)  # stopped after its second rung
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, 50.0 + x)
+    done = report.completed_trials(study)
+    pruned = study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    fig = plots.history_figure(
+        done, pruned=pruned, study="s", target_search=40.0, maximize=True, target_label="base alone"
+    )
+    (ax,) = fig.axes
+    drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    (label,) = [k for k in drawn if k.startswith(plots.PRUNED_LABEL)]
+    assert drawn[label] == [[1.0, 21.0], [3.0, 23.0], [5.0, 25.0]] and label.endswith(": 128 examples")
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["completed trial", label, "best so far", "base alone (40.0)"]
+
+
+def test_importance_is_signed_and_counts_its_trials() -> None:
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    study.optimize(lambda t: -10 * t.suggest_float("a", 0, 1) + 0 * t.suggest_float("b", 0, 1), n_trials=5)
+    imp = report.param_importances(study)
+    assert (imp.method, imp.n_trials) == ("spearman", 5)
+    assert imp.values["a"] == pytest.approx(-1.0) and list(imp.values)[0] == "a"  # by magnitude
+    fig = plots.importance_figure(imp.values, method=imp.method, study="s" * 150, n_trials=imp.n_trials)
+    (ax, *_) = fig.axes
+    assert ax.get_xlabel() == "Spearman rho of the coefficient with the score (n = 5 trials)"
+    assert min(p.get_width() for p in ax.patches) == pytest.approx(-1.0)
+    title = fig.get_suptitle().splitlines()
+    assert title[0] == "Coefficient importance (Spearman rho)" and max(map(len, title)) <= plots.TITLE_WIDTH
+
+
+def test_multitask_page_calls_the_target_the_base(study_env) -> None:
+    with session_scope(study_env["db_url"]) as session:
+        session.execute(update(LeaderboardRow).values(task="mrpc,rte", objective="mean"))
+    page = report.write_report(
+        study=study_env["study"],
+        storage=study_env["storage"],
+        db_url=study_env["db_url"],
+        out=study_env["tmp"],
+    ).read_text()
+    assert "<td>base alone</td>" in page and "gain over the base alone" in page
+    assert "MRPC: mean(F1, accuracy) ×100, RTE: accuracy ×100; score = mean of the tasks&#x27; scores" in page

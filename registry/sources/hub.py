@@ -26,6 +26,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
+from registry.constants import HUB_CONNECT_TIMEOUT_S, hub_offline
 from registry.errors import RegistryError
 from registry.sources.interface import (
     MODEL_FILE_PATTERNS,
@@ -39,6 +40,42 @@ from registry.sources.local import claims_from_meta
 T = TypeVar("T")
 
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+# Endpoints that answered a probe in this process (each is probed once, before its first request).
+_REACHABLE: set[str] = set()
+
+
+def unreachable_reason(endpoint: str, *, timeout_s: float = HUB_CONNECT_TIMEOUT_S) -> str | None:
+    """Why nothing answers at `endpoint` (one request, no retries), or None when something does.
+
+    Any HTTP status counts as an answer. huggingface_hub's requests have no timeout, and its callers (and
+    `datasets`) retry a refused connection for half a minute; a Hub that is not there is better said at
+    once. Waits at most `timeout_s` to connect and as long again for the answer; an endpoint that answered
+    once in this process is not asked again.
+    """
+    if endpoint in _REACHABLE:
+        return None
+    try:
+        get_session().head(
+            endpoint, timeout=httpx2.Timeout(timeout_s, connect=timeout_s), follow_redirects=False
+        )
+    except httpx2.TransportError as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+    _REACHABLE.add(endpoint)
+    return None
+
+
+def check_reachable(endpoint: str, *, what: str) -> None:
+    """`unreachable_reason` as an error; skipped under `HF_HUB_OFFLINE`, where huggingface_hub itself
+    makes no request (and serves its cache).
+
+    Raises:
+        RegistryError: naming `what` and the endpoint, when nothing answers there.
+    """
+    reason = None if hub_offline() else unreachable_reason(endpoint)
+    if reason is not None:
+        raise RegistryError(
+            f"{what}: the Hub at {endpoint} cannot be reached ({reason}); set HF_HUB_OFFLINE=1 to use what is cached"
+        )
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -102,6 +139,7 @@ class HubSource:
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run `fn`, retrying transient failures; turn the rest into one-line RegistryErrors about `what`."""
         attempt = 0
+        check_reachable(self.endpoint, what=what)
         while True:
             try:
                 return fn()

@@ -17,6 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
+from registry.constants import ENV_DATA
+from search.cli._config import load_config_file
+
 
 class Default:
     """The default of parameter `name` of `owner` ("module:attribute": a dataclass or a function).
@@ -78,12 +81,41 @@ EXPORT = Defaults("search.export:export_trial")
 # --- where things are ------------------------------------------------------------------------------------
 
 DbOpt = Annotated[
-    str | None, typer.Option("--db", help="taskvec database URL (default: TASKVEC_DB or SQLite).")
+    str | None,
+    typer.Option("--db", help="taskvec database URL (default: TASKVEC_DB, else SQLite under TASKVEC_HOME)."),
 ]
 StorageOpt = Annotated[
-    str | None, typer.Option("--storage", help="Optuna storage URL (default: SQLite beside the DB).")
+    str | None,
+    typer.Option(
+        "--storage", help="Optuna storage URL (default: TASKVEC_STORAGE, else SQLite under TASKVEC_HOME)."
+    ),
 ]
-DataOpt = Annotated[Path | None, typer.Option("--data", help="Local GLUE parquet folder (default: the Hub).")]
+# The environment is read by click (flag > TASKVEC_DATA > --config file > default), and `search` without any
+# of them reuses the folder its screenings were made on.
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        envvar=ENV_DATA,
+        show_envvar=True,
+        help="Local GLUE parquet folder (default: the Hub; search: where its screenings were made).",
+    ),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir", help="Folder of taskvec's caches (task vectors in DIR/vectors; default: TASKVEC_HOME)."
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        is_eager=True,  # read before the other options, whose defaults it sets (flags still win)
+        callback=load_config_file,
+        help="YAML file of this command's options (keys as the flags: top-k or top_k); flags override it.",
+    ),
+]
 RevisionOpt = Annotated[
     str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of the model.")
 ]

@@ -42,6 +42,28 @@ def _gain(value: float) -> Text:
     return Text(f"{value:+.2f}", style="green" if value > 0 else "red")
 
 
+def _naming() -> Any:
+    """`search.tasks.naming`, the one place that names a score's metric and split.
+
+    Lazy: `search.tasks` imports pandas and scikit-learn (a second), and `_render` is imported at start-up
+    by every command, `taskvec --help` included.
+    """
+    from search.tasks import naming
+
+    return naming
+
+
+def score_caption(rows: Sequence[dict[str, Any]]) -> str:
+    """The footnote of a table of leaderboard rows or summaries: each task's metric, both splits' sources,
+    how a multi-task score combines (`search.tasks.naming.score_footnote`)."""
+    naming = _naming()
+    return naming.score_footnote(
+        [r["task"] for r in rows],
+        search_from=[naming.search_from_of(r) for r in rows],
+        objectives=[r.get("objective") or "score" for r in rows],
+    )
+
+
 def _ingredients(ingredients: Sequence[dict[str, Any]]) -> str:
     return ", ".join(f"{i['repo_id']}x{i['coefficient']:.2f}" for i in ingredients)
 
@@ -54,6 +76,7 @@ def eval_table(results: Sequence[ScoreResult], *, model: str, split: str, mode: 
     for r in results:
         extra = ", ".join(f"{k} {v:.2f}" for k, v in r.metrics.items() if k != "score")
         table.add_row(r.task, str(r.n), f"{r.score:.2f}", extra)
+    table.caption = "score: " + _naming().metric_footnote(r.task for r in results)
     return table
 
 
@@ -70,11 +93,13 @@ def screening_table(rows: Sequence[dict[str, Any]], *, task: str, target: str) -
             _gain(r["gain"]),
             str(len(r["lambdas"])),
         )
+    naming = _naming()
+    table.caption = naming.search_footnote([task], search_from=[naming.search_from_of(r) for r in rows])
     return table
 
 
-def helpful_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """`taskvec helpful`: screened candidates ranked by their best gain."""
+def helpful_table(rows: Sequence[dict[str, Any]], *, task: str | None = None) -> Table:
+    """`taskvec helpful`: screened candidates ranked by their best gain (`task` names the metric)."""
     columns = ("repo", "revision", "status", "gain", "best lambda", "score", "target")
     table = _table("candidates ranked by screening gain", columns, left=("repo", "revision", "status"))
     for r in rows:
@@ -87,6 +112,8 @@ def helpful_table(rows: Sequence[dict[str, Any]]) -> Table:
             f"{r['best_score']:.2f}",
             f"{r['target_score']:.2f}",
         )
+    if task is not None:  # screenings of several targets and splits: the split is named, not its source
+        table.caption = f"{_naming().metric_footnote([task])}; all on the search split of each screening"
     return table
 
 
@@ -117,26 +144,27 @@ def leaderboard_table(summaries: Sequence[dict[str, Any]], *, ranked: bool = Fal
 
     Laid out for 100 columns: the target under its task, target → best per split, the held-out gain with
     its 95% interval, the study#trial key under the ingredients. `ranked` adds each row's rank in its task
-    (what `taskvec export --task T --rank N` takes).
+    (what `taskvec export --task T --rank N` takes) beside the task: a column of its own would push the
+    table past 100 columns.
     """
     title = "taskvec leaderboard (best chosen on the search split)"
     table = Table(title=title)
-    table.add_column("task\ntarget", justify="left", overflow="fold")
-    if ranked:
-        table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("task #rank\ntarget" if ranked else "task\ntarget", justify="left", overflow="fold")
     for col in ("search\ntarget → best", "held-out\ntarget → best", "gain [lo, hi]\nheld-out, 95%"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("ingredients\nstudy#trial", justify="left", overflow="fold", min_width=16)
     for s in summaries:
         names = [f"{i['repo_id']}x{i['coefficient']:.2f}" for i in s["ingredients"]] or ["(target)"]
+        rank = f" #{s['rank']}" if ranked else ""
         table.add_row(
-            f"{s['task']}\n{s['target_repo']}",
-            *((str(s["rank"]),) if ranked else ()),
+            f"{s['task']}{rank}\n{s['target_repo']}",
             _arrow(s["target_score_search"], s["best_score_search"]),
             _arrow(s["target_score_heldout"], s["best_score_heldout"]),
             gain_with_interval(s["gain_heldout"], s.get("gain_ci")),
             "\n".join([*names, f"{s['study']}#{s['trial_number']}"]),
         )
+    if summaries:
+        table.caption = score_caption(summaries)
     return table
 
 
@@ -181,11 +209,21 @@ def baselines_table(baselines: dict[str, Any]) -> Table:
             "\n".join(names),
         )
     versus = baselines.get("best_vs_single_ci")
-    if versus:
-        table.caption = (
-            f"search's best - best single, held-out: {gain_with_interval(versus['gain'], versus)} "
-            f"(95% paired bootstrap){'' if versus['lo'] > 0 or versus['hi'] < 0 else ': not significant'}"
+    naming = _naming()
+    notes = [
+        naming.score_footnote(
+            baselines["tasks"],
+            search_from=baselines.get("search_from") or "train",
+            objectives=[baselines["objective"]],
         )
+    ]
+    if versus:
+        notes.insert(
+            0,
+            f"search's best - best single, held-out: {gain_with_interval(versus['gain'], versus)} "
+            f"(95% paired bootstrap){'' if versus['lo'] > 0 or versus['hi'] < 0 else ': not significant'}",
+        )
+    table.caption = "\n".join(notes)
     return table
 
 
@@ -224,6 +262,7 @@ def pareto_table(rows: Sequence[dict[str, Any]]) -> Table:
             _num(r["score_search"]),
             _ingredients(r["ingredients"]),
         )
+    table.caption = score_caption(rows)
     return table
 
 
@@ -261,10 +300,15 @@ def search_summary(summary: SearchSummary) -> str:
     target_held = (
         "" if summary.target_score_heldout is None else f", held-out {summary.target_score_heldout:.2f}"
     )
+    # The split's source is the study's (its leaderboard rows and `leaderboard` say it); the metric here.
+    naming = _naming()
+    metric = naming.metric_footnote([summary.task])
+    combined = naming.OBJECTIVE_LABELS.get(summary.objective)
     return (
         f"study {summary.study_name}: {summary.n_finished} finished ({summary.n_pruned} pruned), "
         f"{summary.trials_here} here in {summary.elapsed_s:.1f}s ({summary.stopped})\n"
-        f"target: search {summary.target_score_search:.2f}{target_held}\nbest {best}"
+        f"target: search {summary.target_score_search:.2f}{target_held}\nbest {best}\n"
+        f"scores: {metric}" + (f"; {combined}" if combined else "")
     )
 
 

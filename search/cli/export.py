@@ -8,20 +8,23 @@ from typing import Annotated
 import typer
 
 from search.cli._options import EXPORT, DbOpt
+from search.errors import SearchError
 
 app = typer.Typer()
 
 # Shared with `taskvec merge` (search/cli/models.py): both write a folder through search.export.
 OUT_HELP = (
-    "Folder to write: new, empty, or an earlier export (its files are replaced, nothing stale is kept). "
-    "Never inside a registered repo, the Hugging Face or vector cache, or a folder the merge reads."
+    "Folder to write: new or empty (an earlier export of the same model is rebuilt in place); anything "
+    "else takes --force. Never inside a registered repo, the Hugging Face or vector cache, or a folder "
+    "the merge reads."
 )
 ForceOpt = Annotated[
     bool,
     typer.Option(
         "--force",
-        help="Write into an --out holding files no export wrote (or changed since): they are moved to "
-        "OUT.kept beside it, never deleted. Without --force such an --out is refused, naming them.",
+        help="Write into a non-empty --out: an earlier export there is replaced (nothing stale is kept), "
+        "files no export wrote (or changed since) are moved to OUT.kept beside it, never deleted. "
+        "Without --force a non-empty --out is refused in one line.",
     ),
 ]
 
@@ -53,16 +56,37 @@ def export_command(
         ),
     ] = None,
     force: ForceOpt = False,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(
+            "--push-to-hub",
+            metavar="ORG/NAME",
+            help="Then upload the folder to this Hub repo (created if missing; HF_TOKEN or `hf auth login`, "
+            "HF_ENDPOINT apply).",
+        ),
+    ] = None,
+    private: Annotated[
+        bool, typer.Option("--private", help="With --push-to-hub: create the repo private.")
+    ] = False,
     db: DbOpt = EXPORT.db_url,
 ) -> None:
-    """Export a leaderboard composition as a loadable model folder with recipe.yaml."""
+    """Export a leaderboard composition as a loadable model folder with its card and recipe.yaml."""
     from registry.db import require_database
 
     require_database(db)  # read-only here: a wrong --db is one line, never a new empty database
     # lazy: both import torch (`taskvec --help` must not)
-    from search.export import export_trial
+    from search.export import check_target, export_trial, push_folder
     from search.leaderboard.queries import resolve_trial
 
+    if private and push_to_hub is None:
+        raise SearchError("export: --private goes with --push-to-hub ORG/NAME")
+    if push_to_hub is not None:
+        check_target(push_to_hub)  # a push that cannot happen is refused before the merge
     name, number = resolve_trial(study=study, trial=trial, task=task, rank=rank, db_url=db)
     folder = export_trial(study=name, trial=number, out=out, db_url=db, force=force, notify=note)
     typer.echo(f"exported: {folder}")
+    if push_to_hub is not None:
+        pushed = push_folder(folder=folder, repo_id=push_to_hub, private=private)
+        typer.echo(
+            f"pushed: {pushed.repo_url} (commit {pushed.commit[:12]}{', private' if pushed.private else ''})"
+        )

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from search.cli._options import REFRESH, CsvOpt, DbOpt, JsonOpt
+from search.cli._config import study_config
+from search.cli._options import REFRESH, CsvOpt, DbOpt, JsonOpt, StorageOpt
 from search.cli._render import (
     baselines_table,
     console,
@@ -50,8 +51,15 @@ def leaderboard_command(
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
     db: DbOpt = None,
+    show_config: Annotated[
+        bool, typer.Option("--config", help="Print the settings --study was created with (a --config file).")
+    ] = False,
+    storage: StorageOpt = None,
 ) -> None:
     """Per task: the target against the best composition found (search and held-out scores) and the gain."""
+    if show_config:  # a study's settings live in its Optuna storage, not in the taskvec database
+        typer.echo(study_config(study=study, storage=storage), nl=False)
+        return
     from registry.db import require_database
 
     # Read-only (bar --refresh's scores): never creates a database or its folder. Checked before
@@ -91,7 +99,9 @@ def leaderboard_command(
 
 
 def _print_baselines(*, task: str | None, study: str | None, db_url: str | None, as_json: bool) -> None:
+    from search import leaderboard
     from search.study import baseline_studies, load_baselines
+    from search.tasks.naming import search_from_of
 
     names = [study] if study else baseline_studies(task=task, db_url=db_url)
     found = [b for b in (load_baselines(study=n, db_url=db_url) for n in names) if b is not None]
@@ -106,4 +116,6 @@ def _print_baselines(*, task: str | None, study: str | None, db_url: str | None,
         )
         raise typer.Exit(1)
     for b in found:
-        console.print(baselines_table(b.as_dict()))
+        rows = leaderboard.query(db_url=db_url, study=b.study, top=1)  # the split its study searched on
+        search_from = search_from_of(rows[0]) if rows else "train"
+        console.print(baselines_table({**b.as_dict(), "search_from": search_from}))

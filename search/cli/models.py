@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from registry.constants import ENV_DATA
 from registry.errors import ModelError
 from search.cli._options import (
     EVALUATE,
@@ -35,7 +36,13 @@ def finetune_command(
     ],
     task: Annotated[str, typer.Option("--task", help="mrpc, rte, cola, sst2 (or an auxiliary task).")],
     data: Annotated[
-        Path, typer.Option("--data", help="GLUE-layout folder: DATA/<task>/train-00000-of-00001.parquet.")
+        Path,
+        typer.Option(
+            "--data",
+            envvar=ENV_DATA,
+            show_envvar=True,
+            help="GLUE-layout folder: DATA/<task>/train-00000-of-00001.parquet.",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output model folder (safetensors, tokenizer, card).")],
     max_train: Annotated[

@@ -9,6 +9,8 @@ import typer
 from search.cli._options import (
     HELPFUL,
     SCREEN,
+    CacheDirOpt,
+    ConfigOpt,
     CsvOpt,
     DataOpt,
     DbOpt,
@@ -50,8 +52,11 @@ def screen_command(
     ] = None,
     as_json: JsonOpt = False,
     db: DbOpt = SCREEN.db_url,
+    cache_dir: CacheDirOpt = None,
+    config_file: ConfigOpt = None,
 ) -> None:
     """Score theta_T + lambda * tau_i for every compatible candidate on the search split (resumable)."""
+    from registry.constants import vector_cache_dir
     from search.screen import parse_lambdas, screen
 
     rows = screen(
@@ -64,6 +69,7 @@ def screen_command(
         search_size=search_size,
         search_from=search_from,
         exclude=tuple(exclude or ()),
+        vector_cache=None if cache_dir is None else vector_cache_dir(cache_dir),
         progress=not as_json,
     )
     if as_json:
@@ -89,4 +95,4 @@ def helpful_command(
     elif as_csv:
         typer.echo(helpful_csv(ranked, columns=HELPFUL_COLUMNS), nl=False)
     else:
-        console.print(helpful_table(ranked))
+        console.print(helpful_table(ranked, task=task))

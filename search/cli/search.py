@@ -8,6 +8,8 @@ import typer
 
 from search.cli._options import (
     SEARCH,
+    CacheDirOpt,
+    ConfigOpt,
     DataOpt,
     DbOpt,
     JsonOpt,
@@ -52,7 +54,16 @@ ControlOpt = Annotated[
     ),
 ]
 TopKOpt = Annotated[
-    int, typer.Option("--top-k", min=1, help="Candidates (best screened first) in the search.")
+    int,
+    typer.Option("--top-k", min=1, help="At most this many candidates (best screened first) in the search."),
+]
+MinGainOpt = Annotated[
+    float,
+    typer.Option(
+        "--min-gain",
+        help="A screened candidate enters when its gain on the search split is above this (points); "
+        "when none is, the --top-k best enter anyway.",
+    ),
 ]
 TrialsOpt = Annotated[
     int, typer.Option("--trials", min=1, help="Finished trials the study must reach in total.")
@@ -90,6 +101,7 @@ def search_command(
     control: ControlOpt = (),
     data: DataOpt = SEARCH.data_dir,
     top_k: TopKOpt = SEARCH.top_k,
+    min_gain: MinGainOpt = SEARCH.min_gain,
     trials: TrialsOpt = SEARCH.n_trials,
     timeout: TimeoutOpt = SEARCH.timeout_s,
     method: MethodOpt = SEARCH.method,
@@ -108,8 +120,11 @@ def search_command(
     grace: GraceOpt = SEARCH.grace_period,
     as_json: JsonOpt = False,
     db: DbOpt = SEARCH.db_url,
+    cache_dir: CacheDirOpt = None,
+    config_file: ConfigOpt = None,
 ) -> None:
     """Optuna search over subsets and coefficients of the top-K screened candidates (rerun to resume)."""
+    from registry.constants import vector_cache_dir
     from search.export import parse_options
     from search.study import SearchConfig, parse_duration, run_search
     from search.study.objectives import parse_control, parse_reference
@@ -124,6 +139,7 @@ def search_command(
         controls=tuple(parse_control(c) for c in control),
         data_dir=data,
         top_k=top_k,
+        min_gain=min_gain,
         n_trials=trials,
         timeout_s=parse_duration(timeout) if timeout else None,
         method=method,
@@ -141,6 +157,7 @@ def search_command(
         lambda_max=lambda_max,
         heartbeat_interval=heartbeat,
         grace_period=grace,
+        vector_cache=None if cache_dir is None else vector_cache_dir(cache_dir),
     )
     summary = run_search(config, progress=not as_json)
     if as_json:

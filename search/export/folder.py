@@ -3,11 +3,13 @@
 `export_merged` computes theta = theta_T + combine({tau_i}, {lambda_i}) from pinned checkpoints (through the
 one composition path, `search.vectors.open_composer`, bypassing the vector cache so an export never depends
 on its state) and writes a folder that `AutoModelForSeq2SeqLM.from_pretrained` loads: `model.safetensors`,
-`config.json`, the target's tokenizer files (copied byte for byte), a `README.md` card naming base, target
-and every ingredient with its revision and coefficient, `recipe.yaml` (the `Recipe` that rebuilds the
-folder byte-identically) and, for task arithmetic, `mergekit.yaml`. The folder appears atomically (built
-beside `out`, then renamed), so a crash never leaves a half-written model; its files are 0644, and a hidden
-manifest records them, so a later export over it replaces exactly those (`search.export.ownership`).
+`config.json`, the target's tokenizer files (copied byte for byte), a `README.md` Hub card
+(`search.export.card`), `recipe.yaml` (the `Recipe` that rebuilds the folder byte-identically, with where
+each checkpoint was read from, so no database is needed: `search.export.sources`) and, where mergekit's
+formula is ours, `mergekit.yaml`. The folder appears atomically (built beside `out`, then renamed), so a
+crash never leaves a half-written model; its files are 0644, and a hidden manifest records them. A
+non-empty `out` takes `force`, except an earlier export of the same model (rebuilt in place); with it an
+earlier export's files are replaced and anything else moved aside (`search.export.ownership`).
 `out` is never inside or around a registered repo, a cache or a folder the merge reads (`search.export.guard`).
 """
 
@@ -21,8 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from registry.pins import Pinned, locate, pin
-from search.export import guard, ownership
+from registry.errors import ModelError
+from registry.pins import Pinned, pin
+from search.export import guard, ownership, sources
 from search.export.card import CARD_FILE, MERGEKIT_FILE, mergekit_yaml, model_card
 from search.export.recipe import RECIPE_FILE, Ingredient, Recipe, Ref
 from search.scoring.models import load_seq2seq
@@ -36,17 +39,29 @@ _TOKENIZER_FILES = re.compile(
 )
 
 
-def _claim_out(out: Path, *, db_url: str | None, force: bool) -> Path:
+def _claim_out(out: Path, *, db_url: str | None, force: bool, recipe: Recipe | None = None) -> Path:
     """`out`, resolved, once it is known to be a folder an export may write (before any work is done).
 
     Raises:
-        ModelError: `out` inside or containing a registered repo, a cache or the database, or holding
-            entries an earlier export did not write (without `force`).
+        ModelError: `out` inside or containing a registered repo, a cache or the database; holding
+            entries an earlier export did not write; or holding an earlier export of another model
+            (both without `force`; `recipe` None skips the last check, made again once it is known).
     """
     out = Path(out).expanduser().resolve()
     guard.refuse_protected(out, guard.protected_folders(db_url))
-    ownership.refuse_foreign(out, ownership.inspect(out), force=force)
+    contents = ownership.inspect(out)
+    ownership.refuse_foreign(out, contents, force=force)
+    if recipe is not None and not force:
+        ownership.refuse_other_model(out, contents, same=lambda old: _same_model(old, recipe))
     return out
+
+
+def _same_model(folder: Path, recipe: Recipe) -> bool:
+    """Whether the export in `folder` is of the model `recipe` gives (an unreadable recipe is not)."""
+    try:
+        return Recipe.load(folder / RECIPE_FILE).same_model(recipe)
+    except ModelError:
+        return False
 
 
 def _write_folder(
@@ -89,7 +104,7 @@ def export_merged(
     *,
     recipe: Recipe,
     out: Path,
-    dirs: Mapping[str, Path] | None = None,
+    dirs: Mapping[str, Pinned] | None = None,
     db_url: str | None = None,
     force: bool = False,
     notify: Callable[[str], None] | None = None,
@@ -97,13 +112,14 @@ def export_merged(
     """Merge as the recipe says and write a loadable model folder with its recipe.
 
     Args:
-        recipe: base, target, ingredients (repo@revision, lambda), method and options.
-        out: the folder to write: new, empty, or an earlier export (whose files are replaced; see
-            `search.export.ownership`).
-        dirs: repo_id -> folder, for checkpoints already located (default: located from the recipe:
-            a local folder by path, else the registry, else the Hub).
-        db_url: taskvec database URL for registry repos.
-        force: replace an `out` holding entries no export wrote; they are moved to `<out>.kept`.
+        recipe: base, target, ingredients (repo@revision, lambda, source), method and options, and for a
+            leaderboard row its `result` (the card's scores).
+        out: the folder to write: new or empty (an earlier export of the same model is rebuilt in place).
+        dirs: repo_id -> checkpoint already pinned and located (default: found from the recipe, see
+            `search.export.sources.find`).
+        db_url: taskvec database URL for registry repos (unused when every reference has a source).
+        force: write into an `out` holding another model (its export's files are replaced) or entries no
+            export wrote (moved to `<out>.kept`, never deleted).
         notify: told, in one line, what was moved aside.
 
     Returns:
@@ -112,15 +128,15 @@ def export_merged(
     Raises:
         ModelError: a checkpoint that cannot be found or changed, an ingredient or target that does not
             match the base, NaN/inf, an `out` inside (or containing) a registered repo, a cache or a
-            folder the merge reads, or an `out` holding entries no export wrote (without `force`).
+            folder the merge reads, or a non-empty `out` (without `force`; see `_claim_out`).
     """
-    out = _claim_out(out, db_url=db_url, force=force)
+    out = _claim_out(out, db_url=db_url, force=force, recipe=recipe)
     dirs = dict(dirs or {})
 
     def pinned(ref: Ref) -> Pinned:
-        where = dirs.get(ref.repo_id)
-        path = Path(where) if where is not None else locate(ref.repo_id, ref.revision, db_url=db_url)
-        return Pinned(repo_id=ref.repo_id, revision=ref.revision, path=path)
+        found = dirs.get(ref.repo_id) or sources.find(ref, db_url=db_url)
+        dirs[ref.repo_id] = found
+        return found
 
     base, target = pinned(recipe.base), pinned(recipe.target)
     check_same_architecture(base.path, target.path, what="base")
@@ -129,6 +145,7 @@ def export_merged(
         check_same_architecture(base.path, ingredient.path, what="base")
     read = [("base", base.path), ("target", target.path)] + [("ingredient", i.path) for i in ingredients]
     guard.refuse_protected(out, guard.reads(read))
+    recipe = sources.with_sources(recipe, dirs)
     model, _ = load_seq2seq(target.path)
     if ingredients:
         composer = open_composer(
@@ -182,11 +199,11 @@ def merge(
     base_pin, target_pin = pin(base, db_url=db_url), pin(target, db_url=db_url)
     base_ref = Ref(repo_id=base_pin.repo_id, revision=base_pin.revision)
     target_ref = Ref(repo_id=target_pin.repo_id, revision=target_pin.revision)
-    dirs = {base_pin.repo_id: base_pin.path, target_pin.repo_id: target_pin.path}
+    dirs = {base_pin.repo_id: base_pin, target_pin.repo_id: target_pin}
     ingredients = []
     for name, coef in additions:
         pinned = pin(name, db_url=db_url)
-        dirs[pinned.repo_id] = pinned.path
+        dirs[pinned.repo_id] = pinned
         ingredients.append(Ingredient(repo_id=pinned.repo_id, revision=pinned.revision, coefficient=coef))
     recipe = Recipe(
         base=base_ref,

@@ -1,7 +1,8 @@
 """What an export owns in its `--out`: the files it wrote, recorded in `.taskvec-export.json`.
 
-An export writes its folder beside `out` and renames it into place. Over an earlier export it replaces
-exactly what that export wrote (so nothing stale survives: a TIES re-export drops the old `mergekit.yaml`),
+An export writes its folder beside `out` and renames it into place. A non-empty `out` takes `force`,
+except an earlier export of the same model (rerunning an export rebuilds it in place). Over an earlier
+export it replaces exactly what that export wrote (so nothing stale survives: a TIES re-export drops the old `mergekit.yaml`),
 and it never deletes anything else: files the earlier export did not write, or that changed since it wrote
 them, make the export refuse, naming them. With `force` they are moved, never deleted, into a sibling
 folder `<out>.kept` (`<out>.kept-2`, ... when taken), so the export folder ends up clean and nothing of the
@@ -162,6 +163,23 @@ def refuse_foreign(out: Path, contents: Contents, *, force: bool) -> None:
         )
     raise ModelError(
         f"{out}: not empty and not a taskvec export, holds {describe(contents)}; choose another --out, {hint}"
+    )
+
+
+def refuse_other_model(out: Path, contents: Contents, *, same: Callable[[Path], bool]) -> None:
+    """Raise if `out` is an earlier export of another model (`same(out)` false): replacing it takes `force`.
+
+    An earlier export of the same model (same references, coefficients, method and options) is rebuilt in
+    place without `force`, so rerunning an export is harmless; any other would silently replace a model.
+
+    Raises:
+        ModelError: one line naming `out`.
+    """
+    if not contents.is_export or not (contents.owned - {MANIFEST_FILE}) or same(out):
+        return
+    raise ModelError(
+        f"{out}: not empty, holds an earlier export of another model; choose another --out, "
+        "or pass --force to replace it"
     )
 
 

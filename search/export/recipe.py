@@ -2,7 +2,11 @@
 
 `Recipe` = base and target (repo@revision), ingredients (repo@revision, lambda), method and options. A Hub
 repo is pinned by its commit sha, a local folder by its content sha (`registry.sources.local.content_sha`),
-checked again when a recipe is replayed. `parse_addition`/`parse_options` read `taskvec merge`'s
+checked again when a recipe is replayed. Each reference also records its `source` (the Hub endpoint URL,
+or the folder it was read from), so `taskvec merge --recipe` rebuilds without the database that found it.
+An exported leaderboard row carries its `result` (task, study, trial, scores on both splits, the held-out
+gain's interval): it fixes nothing in the weights, but the model card is written from it, so a rebuild
+from the recipe alone writes the same card. `parse_addition`/`parse_options` read `taskvec merge`'s
 `--add REPO=COEF` and `--option KEY=VALUE`.
 """
 
@@ -22,12 +26,18 @@ RECIPE_FILE = "recipe.yaml"
 
 
 class Ref(BaseModel):
-    """A checkpoint pinned to a revision: a Hub repo id (or a local folder's path) and its sha."""
+    """A checkpoint pinned to a revision: a Hub repo id (or a local folder's path), its sha and its source.
+
+    `source` is a Hub endpoint URL (`https://huggingface.co`, a mirror) or the absolute path of the folder
+    holding exactly that revision; None in recipes written before sources were recorded (those are found
+    through the registry, then the Hub).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     repo_id: str = Field(min_length=1)
     revision: str = Field(min_length=1)
+    source: str | None = Field(default=None, min_length=1)
 
 
 class Ingredient(Ref):
@@ -36,8 +46,70 @@ class Ingredient(Ref):
     coefficient: float
 
 
+class Interval(BaseModel):
+    """A gain's paired bootstrap interval, as a leaderboard row stores it (`gain_ci`), in points x100."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    gain: float
+    lo: float
+    hi: float
+    level: float
+    resamples: int
+    method: str = "paired-bootstrap-percentile"
+    n: dict[str, int] = Field(default_factory=dict)
+
+
+class TaskScores(BaseModel):
+    """One task's scores (its metric x100) on both splits, for the composition and for its target."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str
+    metric: str  # the task's metric key: `accuracy`, `mcc` or `f1_acc` (`search.tasks.glue.METRIC_NAMES`)
+    search: float | None = None
+    heldout: float | None = None
+    target_search: float | None = None
+    target_heldout: float | None = None
+
+
+class Result(BaseModel):
+    """What the leaderboard knew of an exported row: where it came from and how it scored.
+
+    Attributes:
+        task: the row's task (`a,b` for a multi-task row).
+        study, trial: the study and trial number (`taskvec export --study STUDY#TRIAL`).
+        objective: how the tasks' scores were combined (`score` for a single task).
+        data: where the splits came from: `hub` (GLUE on the Hub) or a GLUE-layout folder.
+        search_split, heldout_split: what each split is, in words (`200 examples, a stratified sample of GLUE train`).
+        score_search, score_heldout: the objective on each split (held-out None until scored).
+        target_score_search, target_score_heldout: the target's, on the same examples.
+        gain_ci: the held-out gain's paired bootstrap interval (None until held-out scoring stored it).
+        tasks: every task's own scores.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str
+    study: str
+    trial: int
+    objective: str = "score"
+    data: str = "hub"
+    search_split: str
+    heldout_split: str
+    score_search: float
+    score_heldout: float | None = None
+    target_score_search: float | None = None
+    target_score_heldout: float | None = None
+    gain_ci: Interval | None = None
+    tasks: tuple[TaskScores, ...] = ()
+
+
 class Recipe(BaseModel):
-    """Everything that fixes a merged model: theta_T + method({tau_i = theta_i - theta_base}, {lambda_i})."""
+    """Everything that fixes a merged model: theta_T + method({tau_i = theta_i - theta_base}, {lambda_i}).
+
+    `result` (an exported leaderboard row's provenance and scores) does not change the weights.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -46,6 +118,7 @@ class Recipe(BaseModel):
     ingredients: tuple[Ingredient, ...] = ()
     method: str = "task_arithmetic"
     method_options: dict[str, Any] = Field(default_factory=dict)
+    result: Result | None = None
 
     @field_validator("method")
     @classmethod
@@ -54,8 +127,18 @@ class Recipe(BaseModel):
         return value
 
     def to_yaml(self) -> str:
-        """The recipe as YAML (stable key order, so the same recipe gives the same bytes)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        """The recipe as YAML (stable key order, so the same recipe gives the same bytes; unset fields left out)."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+    def same_model(self, other: Recipe) -> bool:
+        """Whether both recipes give the same weights (sources and `result` aside)."""
+        return self._weights_key() == other._weights_key()
+
+    def _weights_key(self) -> tuple:
+        keep = {"repo_id", "revision", "coefficient"}
+        refs = [r.model_dump(include=keep) for r in (self.base, self.target, *self.ingredients)]
+        return refs, self.method, self.method_options
 
     @classmethod
     def load(cls, path: Path) -> Recipe:

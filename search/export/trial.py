@@ -7,12 +7,63 @@ from pathlib import Path
 from typing import Any
 
 from search.export.folder import export_merged
-from search.export.recipe import Recipe
+from search.export.recipe import Interval, Recipe, Result, TaskScores
 from search.leaderboard.queries import get_row
+from search.scoring.settings import HUB_DATA
+from search.tasks.glue import get_task
+
+
+def _splits(scorer: dict[str, Any]) -> tuple[str, str, str]:
+    """(data, search split, held-out split) in words, from a row's scorer settings."""
+    data = str(scorer.get("data") or HUB_DATA)
+    glue = "GLUE" if data == HUB_DATA else f"the GLUE-layout folder {data}"
+    size = scorer.get("search_size")
+    sizes = ", ".join(f"{t} {n}" for t, n in size.items()) if isinstance(size, dict) else str(size)
+    if scorer.get("search_from", "train") == "train":
+        return data, f"{sizes} examples, a stratified sample of {glue} train", f"{glue} validation"
+    return (
+        data,
+        f"{sizes} examples, one stratified half of {glue} validation",
+        f"the other half of {glue} validation",
+    )
+
+
+def result_of(row: dict[str, Any]) -> Result:
+    """What the card shows of a leaderboard row: its key, both splits' scores and the gain's interval."""
+    data, search_split, heldout_split = _splits(row.get("scorer") or {})
+    scores = row.get("scores") or {row["task"]: {}}
+    single = len(scores) == 1
+    tasks = []
+    for task, s in scores.items():
+        tasks.append(
+            TaskScores(
+                task=task,
+                metric=get_task(task).metric,
+                search=s.get("search", row["score_search"] if single else None),
+                heldout=s.get("heldout", row["score_heldout"] if single else None),
+                target_search=row["target_score_search"] if single else None,
+                target_heldout=row["target_score_heldout"] if single else None,
+            )
+        )
+    return Result(
+        task=row["task"],
+        study=row["study"],
+        trial=row["trial_number"],
+        objective=row.get("objective") or "score",
+        data=data,
+        search_split=search_split,
+        heldout_split=heldout_split,
+        score_search=row["score_search"],
+        score_heldout=row.get("score_heldout"),
+        target_score_search=row.get("target_score_search"),
+        target_score_heldout=row.get("target_score_heldout"),
+        gain_ci=Interval.model_validate(row["gain_ci"]) if row.get("gain_ci") else None,
+        tasks=tuple(tasks),
+    )
 
 
 def recipe_for(row: dict[str, Any]) -> Recipe:
-    """The export module's `Recipe` that rebuilds a row's composition."""
+    """The export module's `Recipe` that rebuilds a row's composition, with the row's `result`."""
     return Recipe.model_validate(
         {
             "base": {"repo_id": row["base_repo"], "revision": row["base_revision"]},
@@ -23,6 +74,7 @@ def recipe_for(row: dict[str, Any]) -> Recipe:
             ],
             "method": row["method"],
             "method_options": row["method_options"] or {},
+            "result": result_of(row),
         }
     )
 

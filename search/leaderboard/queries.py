@@ -21,6 +21,7 @@ from search.errors import SearchError
 from search.scoring.bootstrap import verdict
 from search.study.records import query
 from search.tables import LeaderboardRow
+from search.tasks.naming import search_from_of
 
 # Keys of a row dict (`taskvec leaderboard --json`), item 3 of the search issue first.
 CSV_KEYS = (
@@ -53,7 +54,8 @@ def summary(
         `best_score_search`, `best_score_heldout`, `gain_search`, `gain_heldout`, `gain_ci` (the held-out
         gain's paired bootstrap interval, None before held-out scoring), `verdict` (`no significant gain`
         when that interval contains 0, `significant gain` or `significant loss`, None without one),
-        `ingredients`, `method`, `n_rows` (the task's feasible rows).
+        `ingredients`, `method`, `objective`, `scores`, `search_from` (`train` or `validation`: where the
+        search split was carved from), `n_rows` (the task's feasible rows).
     """
     rows = query(db_url=db_url, task=task, study=study, feasible_only=True)
     out: list[dict[str, Any]] = []
@@ -81,6 +83,7 @@ def summary(
                 "method": row["method"],
                 "objective": row["objective"],
                 "scores": row["scores"],
+                "search_from": search_from_of(row),
             }
         )
     return [{**v, "n_rows": counts[v["task"]]} for v in out]

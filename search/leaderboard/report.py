@@ -1,10 +1,11 @@
 """A study's report: PNG plots and one `index.html` a user opens in the morning.
 
 Three plots (drawn in `search.leaderboard.plots`):
-- `history.png`: every completed trial's search score by trial number, the running best, the target.
+- `history.png`: every finished trial's search score by trial number (pruned ones at the score of the
+  prefix where they stopped), the running best, the target.
 - `importance.png`: how much each candidate's effective coefficient (0 when left out) matters: Optuna's
-  fANOVA (seeded) when the study has enough completed trials, else |Spearman correlation| with the score,
-  labelled as such (a small study cannot support fANOVA).
+  fANOVA (seeded) when the study has enough completed trials, else Spearman's rho with the score (signed),
+  labelled as such (a small study cannot support fANOVA), with the number of trials either rests on.
 - `coefficients.png`: per candidate, its coefficient in each completed trial against that trial's score
   (read from the leaderboard's ingredients, so it does not depend on how the study names parameters).
 
@@ -12,20 +13,20 @@ A multi-task study plots its objective (a Pareto study: the mean of its tasks), 
 `pareto.png`: every pair of tasks as a 2-D projection of the leaderboard's rows, the front highlighted.
 Trials that failed a control guard are drawn apart and never count as the best.
 
-The HTML page embeds the plots and lists the leaderboard's top rows, search and held-out scores beside.
+The HTML page (`search.leaderboard.page`) names every score's metric and split, counts completed and pruned
+trials, embeds the plots with captions, and lists the baselines and the leaderboard's top rows with their
+held-out gains and intervals, and the `optuna-dashboard` command for the study's storage.
 Every file is written to a temporary name and renamed, so an interrupted report never leaves a half file.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from optuna.distributions import FloatDistribution
 
 from registry.db import redact_url
 from search.errors import SearchError
+from search.leaderboard.page import PageFacts, baselines_html, html_page
 from search.leaderboard.plots import (
     coefficients_figure,
     history_figure,
@@ -42,10 +44,8 @@ from search.leaderboard.plots import (
     pareto_figure,
     save_figure,
 )
-from search.scoring.bootstrap import verdict
 from search.study import (
     STUDY_ATTR,
-    Baselines,
     coefficients_from_params,
     default_storage,
     load_baselines,
@@ -53,10 +53,10 @@ from search.study import (
     trial_value,
 )
 from search.study.records import query
+from search.tasks.naming import OBJECTIVE_LABELS, metric_footnote, score_footnote, search_from_of, task_label
 
 # fANOVA fits a random forest on the trials: below this many it mostly reports noise.
 MIN_TRIALS_FOR_FANOVA = 8
-TOP_ROWS_IN_HTML = 20
 PLOT_FILES = ("history.png", "importance.png", "coefficients.png")
 
 
@@ -65,12 +65,27 @@ class Importance:
     """Parameter importances and the method that produced them.
 
     Attributes:
-        values: parameter name -> importance (non-negative), most important first.
-        method: "fanova" or "spearman" (the fallback for small or conditional studies).
+        values: parameter name -> importance, most important first: fANOVA's (non-negative), or
+            Spearman's rho with the score (signed; ordered by its magnitude).
+        method: "fanova" or "spearman" (the fallback for small studies).
+        rho: parameter name -> Spearman's rho with the score (the sign says which way it pushes).
+        n_trials: the completed trials both rest on.
     """
 
     values: dict[str, float]
     method: str
+    rho: dict[str, float] = field(default_factory=dict)
+    n_trials: int = 0
+
+    @property
+    def description(self) -> str:
+        """How the values were computed, as the page says it."""
+        if self.method == "fanova":
+            return f"Optuna's fANOVA (seeded) over {self.n_trials} completed trials"
+        return (
+            f"Spearman's rho of each coefficient with the score over {self.n_trials} completed trials "
+            f"(fANOVA needs at least {MIN_TRIALS_FOR_FANOVA})"
+        )
 
 
 def load_study(*, study: str, storage: str | None) -> optuna.Study:
@@ -133,7 +148,7 @@ def param_importances(study: optuna.Study) -> Importance:
     """Importance of each candidate's coefficient (or each numeric parameter) for the score.
 
     fANOVA (seeded) over the effective coefficients when there are enough completed trials, else
-    |Spearman rho| between each coefficient and the score.
+    Spearman's rho between each coefficient and the score; rho (signed) either way.
 
     Args:
         study: a single-objective study.
@@ -144,11 +159,12 @@ def param_importances(study: optuna.Study) -> Importance:
     trials = completed_trials(study)
     table = {n: v for n, v in coefficient_table(study, trials).items() if len(set(v)) > 1}
     values = [trial_value(t) for t in trials]
+    rho = _spearman(table, values)
     if len(trials) >= MIN_TRIALS_FOR_FANOVA and table and len(set(values)) > 1:
         fanova = _fanova(table, values, direction=study.directions[0])
         if fanova:
-            return Importance(values=fanova, method="fanova")
-    return Importance(values=_spearman_importances(table, values), method="spearman")
+            return Importance(values=fanova, method="fanova", rho=rho, n_trials=len(trials))
+    return Importance(values=rho, method="spearman", rho=rho, n_trials=len(trials))
 
 
 def _fanova(
@@ -156,7 +172,12 @@ def _fanova(
 ) -> dict[str, float]:
     """fANOVA importances of the table's columns, through a throwaway in-memory study."""
     dists = {n: FloatDistribution(min(v), max(v)) for n, v in table.items()}
-    shadow = optuna.create_study(direction=direction)
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" on stderr
+    try:
+        shadow = optuna.create_study(direction=direction)
+    finally:
+        optuna.logging.set_verbosity(level)
     shadow.add_trials(
         optuna.trial.create_trial(params={n: table[n][i] for n in table}, distributions=dists, value=value)
         for i, value in enumerate(values)
@@ -174,8 +195,9 @@ def _fanova(
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def _spearman_importances(table: dict[str, list[float]], values: list[float]) -> dict[str, float]:
-    """|Spearman rho| of each column with the values (columns or values without variation are left out)."""
+def _spearman(table: dict[str, list[float]], values: list[float]) -> dict[str, float]:
+    """Spearman's rho of each column with the values, largest magnitude first (columns or values without
+    variation are left out)."""
     if len(values) < 3:
         return {}
     y = _ranks(np.array(values, dtype=float))
@@ -186,8 +208,8 @@ def _spearman_importances(table: dict[str, list[float]], values: list[float]) ->
         x = _ranks(np.array(column, dtype=float))
         if np.std(x) == 0:
             continue
-        out[name] = float(abs(np.corrcoef(x, y)[0, 1]))
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+        out[name] = float(np.corrcoef(x, y)[0, 1])
+    return dict(sorted(out.items(), key=lambda kv: -abs(kv[1])))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -224,34 +246,101 @@ def write_report(*, study: str, storage: str | None, db_url: str | None, out: Pa
     out.mkdir(parents=True, exist_ok=True)
 
     importance = param_importances(loaded)
-    target = _target_scores(rows)
+    facts = _facts(loaded, trials=trials, rows=rows, importance=importance, storage=storage)
+    label = _score_label(rows, task=facts.task)
+    target = facts.target[0]
+    pruned = loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
     maximize = loaded.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     save_figure(
-        history_figure(trials, study=study, target_search=target[0], maximize=maximize),
+        history_figure(
+            trials,
+            pruned=pruned,
+            study=study,
+            target_search=target,
+            maximize=maximize,
+            score_label=label,
+            target_label=facts.target_label,
+        ),
         out / "history.png",
     )
     save_figure(
-        importance_figure(importance.values, method=importance.method, study=study), out / "importance.png"
+        importance_figure(
+            importance.values,
+            method=importance.method,
+            study=study,
+            n_trials=importance.n_trials,
+            rho=importance.rho,
+        ),
+        out / "importance.png",
     )
-    save_figure(coefficients_figure(rows, study=study, target_search=target[0]), out / "coefficients.png")
+    save_figure(
+        coefficients_figure(
+            rows, study=study, target_search=target, score_label=label, target_label=facts.target_label
+        ),
+        out / "coefficients.png",
+    )
     plots = list(PLOT_FILES)
     if len(loaded.directions) > 1:
         save_figure(pareto_figure(rows, study=study), out / "pareto.png")
         plots.append("pareto.png")
-
-    page = _html_page(
-        baselines=_baselines_html(load_baselines(study=study, db_url=db_url)),
-        study=study,
-        trials=trials,
+    page = html_page(
+        facts=facts,
         rows=rows,
-        importance=importance,
-        target=target,
-        maximize=maximize,
+        baselines=baselines_html(load_baselines(study=study, db_url=db_url)),
         plots=plots,
     )
     index = out / "index.html"
     _atomic_write_bytes(index, page.encode("utf-8"))
     return index
+
+
+def _facts(
+    study: optuna.Study,
+    *,
+    trials: Sequence[optuna.trial.FrozenTrial],
+    rows: Sequence[dict[str, Any]],
+    importance: Importance,
+    storage: str | None,
+) -> PageFacts:
+    """What the page says about the study besides its rows."""
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    ok = [t for t in trials if trial_feasible(t)] or list(trials)
+    best = (max if maximize else min)(ok, key=trial_value)
+    task = next((str(r["task"]) for r in rows if r.get("task")), "")
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = t.state.name.lower()
+        counts[key] = counts.get(key, 0) + 1
+    counts["infeasible"] = sum(not trial_feasible(t) for t in trials)
+    url = storage or default_storage()
+    shown = redact_url(url)
+    return PageFacts(
+        study=study.study_name,
+        task=task,
+        footnote=score_footnote(
+            [r["task"] for r in rows] or [task],
+            search_from=[search_from_of(r) for r in rows] or ["train"],
+            objectives=[str(r.get("objective") or "score") for r in rows],
+        ),
+        counts=counts,
+        best_number=best.number,
+        best_search=trial_value(best),
+        target=_target_scores(rows),
+        target_label="base alone" if "," in task else "target",
+        importance_method=importance.description,
+        n_importance=importance.n_trials,
+        storage=shown,
+        password_hidden=shown != url,
+    )
+
+
+def _score_label(rows: Sequence[dict[str, Any]], *, task: str) -> str:
+    """The y axis of the score plots: `SST-2: accuracy ×100, search split` (several tasks: the objective)."""
+    objective = next((str(r.get("objective")) for r in rows if r.get("objective")), "score")
+    if "," in task or objective in OBJECTIVE_LABELS:
+        names = ", ".join(task_label(t) for t in task.split(","))
+        return f"{objective} of {names} (search split)"
+    return f"{metric_footnote([task])}, search split"
 
 
 def _target_scores(rows: Sequence[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -263,131 +352,6 @@ def _target_scores(rows: Sequence[dict[str, Any]]) -> tuple[float | None, float 
         (r.get("target_score_heldout") for r in rows if r.get("target_score_heldout") is not None), None
     )
     return search, heldout
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
-def _gain_cell(row: dict[str, Any] | None) -> str:
-    """A row's held-out gain over the target with its paired bootstrap interval and what it says."""
-    if row is None or row.get("gain_heldout") is None:
-        return "—"
-    ci = row.get("gain_ci")
-    if not ci:
-        return f"{row['gain_heldout']:+.2f}"
-    return f"{row['gain_heldout']:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}] ({verdict(ci)})"
-
-
-def _baselines_html(baselines: Baselines | None) -> str:
-    """The study's baselines beside its best, both splits, with the held-out gain's interval."""
-    if baselines is None:
-        return "<p>No baselines stored yet (a search stores them when its study finishes).</p>"
-    esc = html.escape
-    target = baselines.rows[0].objective_heldout
-    cells = []
-    for b in baselines.rows:
-        name = "base alone" if b.name == "target" and len(baselines.tasks) > 1 else b.name
-        vectors = "<br>".join(f"{esc(r)} × {c:.3f}" for r, c in b.coefficients.items()) or "(none)"
-        ci = b.gain_ci or {}
-        gain = b.objective_heldout - target
-        cell = f"{gain:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]" if ci else f"{gain:+.2f}"
-        trial = "" if b.trial is None else f" (trial {b.trial})"
-        cells.append(
-            f"<tr><td>{esc(name)}{trial}</td><td>{_fmt(b.objective_search)}</td>"
-            f"<td>{_fmt(b.objective_heldout)}</td><td>{cell}</td><td>{vectors}</td></tr>"
-        )
-    versus = baselines.best_vs_single_ci
-    note = (
-        ""
-        if not versus
-        else f"<p>Search's best minus the best single, held-out: {versus['gain']:+.2f} "
-        f"[{versus['lo']:+.2f}, {versus['hi']:+.2f}] ({esc(str(verdict(versus)))}).</p>"
-    )
-    return (
-        f"<h2>Baselines ({esc(baselines.objective)}; every choice made on the search split)</h2>"
-        "<table><thead><tr><th>baseline</th><th>search</th><th>held-out</th>"
-        "<th>held-out gain over the target [95% CI]</th><th>vectors × λ</th></tr></thead><tbody>"
-        + "\n".join(cells)
-        + f"</tbody></table>{note}"
-    )
-
-
-def _html_page(
-    *,
-    baselines: str,
-    study: str,
-    trials: Sequence[optuna.trial.FrozenTrial],
-    rows: Sequence[dict[str, Any]],
-    importance: Importance,
-    target: tuple[float | None, float | None],
-    maximize: bool,
-    plots: Sequence[str] = PLOT_FILES,
-) -> str:
-    esc = html.escape
-    ok = [t for t in trials if trial_feasible(t)] or list(trials)
-    best = (max if maximize else min)(ok, key=trial_value)
-    task = next((r.get("task") for r in rows if r.get("task")), "")
-    top = rows[:TOP_ROWS_IN_HTML]
-    body_rows = []
-    for r in top:
-        ings = "<br>".join(
-            f"{esc(i['repo_id'])}@{esc(str(i['revision'])[:10])} × {float(i['coefficient']):.3f}"
-            for i in r.get("ingredients") or []
-        )
-        body_rows.append(
-            "<tr>"
-            f"<td>{r.get('trial_number')}</td>"
-            f"<td>{_fmt(r.get('score_search'))}</td>"
-            f"<td>{_fmt(r.get('score_heldout'))}</td>"
-            f"<td>{esc(_gain_cell(r))}</td>"
-            f"<td>{esc(str(r.get('method', '')))}</td>"
-            f"<td>{ings or '(target alone)'}</td>"
-            f"<td>{esc(str(r.get('worker', '')))}</td>"
-            "</tr>"
-        )
-    gain = f"{trial_value(best) - target[0]:+.2f}" if target[0] is not None else "—"
-    best_row = next((r for r in rows if r.get("trial_number") == best.number), None)
-    imgs = "\n".join(
-        f'<figure><img src="{name}" alt="{name}"><figcaption>{name}</figcaption></figure>' for name in plots
-    )
-    table = (
-        "<table><thead><tr><th>trial</th><th>search</th><th>held-out</th>"
-        "<th>held-out gain [95% CI]</th><th>method</th>"
-        "<th>ingredients (repo@revision × coefficient)</th><th>worker</th></tr></thead><tbody>"
-        + "\n".join(body_rows)
-        + "</tbody></table>"
-        if body_rows
-        else "<p>No leaderboard rows for this study.</p>"
-    )
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>taskvec report: {esc(study)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1200px; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
-img {{ max-width: 100%; }} figure {{ margin: 1em 0; }} code {{ background: #f4f4f4; }}
-</style></head><body>
-<h1>taskvec report: {esc(study)}</h1>
-<p>Task <b>{esc(str(task))}</b>; {len(trials)} completed trials; generated {generated}.</p>
-<table>
-<tr><th></th><th>search split</th><th>held-out split</th></tr>
-<tr><td>target</td><td>{_fmt(target[0])}</td><td>{_fmt(target[1])}</td></tr>
-<tr><td>best trial (#{best.number})</td><td>{_fmt(trial_value(best))}</td>
-<td>{_fmt(None if best_row is None else best_row.get("score_heldout"))}</td></tr>
-<tr><td>gain over the target [paired bootstrap 95% CI]</td><td>{gain}</td><td>{esc(_gain_cell(best_row))}</td></tr>
-</table>
-<p>Selection used only the search split; held-out scores are reported for the top trials, never used to choose.
-Importance method: {esc(importance.method)}.</p>
-{baselines}
-{imgs}
-<h2>Leaderboard (top {len(top)})</h2>
-{table}
-<p>Interactive view: <code>optuna-dashboard &lt;storage URL&gt;</code>, then open study <code>{esc(study)}</code>.</p>
-</body></html>
-"""
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

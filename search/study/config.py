@@ -1,13 +1,15 @@
 """What a search is asked to do (`SearchConfig`), what it reports (`SearchSummary`), and its study's name.
 
 The name is deterministic (the same command always names the same study, so rerunning it resumes), and
-must never change for a given command: its settings digest keeps exactly the keys it always had.
+must never change for a given command: its settings digest keeps exactly the keys it always had, and a key
+added since (a non-zero `--seed`) enters only when set, so every name given before still names its study.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +36,12 @@ class SearchConfig:
     target: str
     """Target repo id (as synced into the registry) or model folder; for several tasks usually the base."""
     data_dir: Path | None = None
-    """Local GLUE parquet folder; None loads from the Hub."""
+    """Local GLUE parquet folder; None: the one the target's screenings were made on, else the Hub."""
     top_k: int = 16
     """At most this many screened candidates enter the search."""
+    min_gain: float = 0.0
+    """A screened candidate enters when its gain on the search split is above this (points); when none is,
+    the `top_k` best enter anyway."""
     n_trials: int = 100
     """The study's total of finished (complete + pruned) trials to reach."""
     timeout_s: float | None = None
@@ -48,7 +53,7 @@ class SearchConfig:
     sampler: str = "tpe"
     """`tpe` (multivariate, grouped), `random`, `cmaes`, `gp` or `nsga2`."""
     storage: str | None = None
-    """Optuna storage URL (default: `sqlite:///<TASKVEC_HOME>/optuna.db`)."""
+    """Optuna storage URL (default: `TASKVEC_STORAGE`, else `sqlite:///<TASKVEC_HOME>/optuna.db`)."""
     study_name: str | None = None
     """Study name (default: `default_study_name(config)`)."""
     db_url: str | None = None
@@ -58,7 +63,7 @@ class SearchConfig:
     pruner: str = "sha"
     """`sha` (successive halving) or `hyperband`."""
     seed: int = 0
-    """Sampler seed (workers joining an existing study offset it by their pid)."""
+    """Sampler seed (workers joining an existing study offset it by their pid); part of the study's name."""
     heldout_top_n: int = 3
     """Score this many best trials on the held-out split at the end."""
     baselines: bool = True
@@ -154,6 +159,8 @@ class SearchConfig:
         filled_method_options(self.method, self.method_options)
         if self.top_k < 1:
             raise SearchError(f"--top-k must be at least 1, got {self.top_k}")
+        if not math.isfinite(self.min_gain):
+            raise SearchError(f"--min-gain must be a finite number of points, got {self.min_gain}")
         if self.n_trials < 1:
             raise SearchError(f"--trials must be at least 1, got {self.n_trials}")
         if not self.lambda_max > 0:
@@ -228,6 +235,15 @@ class SearchSummary:
         return asdict(self)
 
 
+def config_record(config: SearchConfig) -> dict[str, Any]:
+    """The resolved search as JSON-ready data (stored with its study: `taskvec leaderboard --config`)."""
+    out = asdict(config)
+    out["controls"] = [c.as_text() for c in config.controls]
+    for key in ("data_dir", "vector_cache"):
+        out[key] = None if out[key] is None else str(out[key])
+    return json.loads(json.dumps(out, default=str))
+
+
 def _check_method(name: str) -> None:
     try:
         get_method(name)
@@ -279,15 +295,21 @@ def _settings_digest(config: SearchConfig) -> str:
         knobs["controls"] = [c.as_text() for c in config.controls]
     if config.search_from != "train":  # another split is another study, even under the same command
         knobs["search_from"] = config.search_from
+    if config.seed != 0:  # another sampler seed proposes other trials: another study (seed 0 keeps old names)
+        knobs["seed"] = config.seed
     return hashlib.sha1(json.dumps(knobs, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
-def default_study_name(config: SearchConfig, *, target_revision: str | None = None) -> str:
+def default_study_name(
+    config: SearchConfig, *, target_revision: str | None = None, n_candidates: int | None = None
+) -> str:
     """A deterministic study name: the same command always names the same study.
 
     Args:
         config: the search.
         target_revision: the target's pinned revision (resolved from the registry when None).
+        n_candidates: how many candidates the rule chose (`k<n>`); None names `--top-k`. The chosen are
+            always the first n of a fixed order of the screenings, so n says which they are.
 
     Returns:
         e.g. `rte-t5-pico-rte@1a2b3c4d-task_arithmetic-k16-tpe-9f8e7d`; a multi-task study starts with its
@@ -302,6 +324,6 @@ def default_study_name(config: SearchConfig, *, target_revision: str | None = No
     # A one-task study is named by its task alone, as it always was.
     label = f"{'+'.join(config.tasks)}-{config.kind}" if config.multi else config.task
     return (
-        f"{label}-{name}@{target_revision[:8]}-{config.method}-k{config.top_k}-{config.sampler}"
+        f"{label}-{name}@{target_revision[:8]}-{config.method}-k{n_candidates or config.top_k}-{config.sampler}"
         f"-{_settings_digest(config)}"
     )

@@ -27,6 +27,9 @@ from search.study.config import SearchConfig
 from search.study.objectives import Control, combine
 
 STUDY_ATTR = "taskvec"
+# The resolved settings of the command that created the study (flags, environment, config file and
+# defaults, after the data source and candidates were decided): `taskvec leaderboard --study S --config`.
+CONFIG_ATTR = "taskvec_config"
 
 T = TypeVar("T")
 
@@ -325,6 +328,20 @@ def stored_context(study: optuna.Study) -> StudyContext | None:
 def store_context(study: optuna.Study, context: StudyContext) -> None:
     """Freeze the context into a new study (never called on a study that has one)."""
     study.set_user_attr(STUDY_ATTR, context.to_attr())
+
+
+def stored_config(study: optuna.Study) -> dict[str, Any] | None:
+    """The resolved settings the study was created with, or None (a study from before they were stored)."""
+    record = study.user_attrs.get(CONFIG_ATTR)
+    return dict(record) if isinstance(record, Mapping) else None
+
+
+def store_config(study: optuna.Study, record: Mapping[str, Any]) -> bool:
+    """Record the creating command's resolved settings, once; whether this call stored them."""
+    if CONFIG_ATTR in study.user_attrs:
+        return False
+    study.set_user_attr(CONFIG_ATTR, dict(record))
+    return True
 
 
 @dataclass(frozen=True)

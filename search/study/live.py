@@ -324,14 +324,19 @@ def open_live(config: SearchConfig, *, create: bool = True) -> LiveStudy:
     """
     config.validate()
     resolved = resolve_target(config.target, db_url=config.db_url)
-    name = config.study_name or default_study_name(config, target_revision=resolved.target.revision)
     storage = open_storage(config)
     splits = load_splits(config)
     space = None
-    if create and lacks_context(storage=storage, name=name):
-        # Before any model loads: a new study fails here on missing screenings or references.
+    if create or config.study_name is None:
+        # Before any model loads: a new study fails here on missing screenings or references, and the
+        # default name counts the candidates the rule chose (not the --top-k asked for).
         fingerprints = {t: fp["search"] for t, fp in splits.fingerprints(config.tasks).items()}
         space = find_space(config, resolved, fingerprints=fingerprints)
+    name = config.study_name or default_study_name(
+        config, target_revision=resolved.target.revision, n_candidates=len(space.candidates)
+    )
+    if not create or not lacks_context(storage=storage, name=name):
+        space = None  # the study exists: its own candidates, frozen at creation, are searched
     model, tokenizer = load_seq2seq(resolved.target.path)
     scorers = build_scorers(config, splits=splits, model=model, tokenizer=tokenizer)
     if create:

@@ -25,14 +25,17 @@ from rich.progress import TextColumn
 
 from registry.db import redact_url
 from registry.progress import counted_columns, progress_bar, stderr_console
+from search.screen.store import screened_candidates
 from search.study.baselines import live_baselines, load_baselines, save_baselines
-from search.study.config import SearchConfig, SearchSummary
+from search.study.config import SearchConfig, SearchSummary, config_record
+from search.study.context import store_config, stored_config
+from search.study.datasource import with_screened_data
 from search.study.heldout import score_top_heldout
 from search.study.live import LiveStudy, open_live
 from search.study.objective import FINISHED, InterruptGate, Objective, QuotaReached, trial_counts
 from search.study.records import query, study_best
 from search.study.sampling import make_pruner, make_sampler
-from search.study.storage import fail_own_running, fail_unbeaten_trials, storage_url
+from search.study.storage import check_storage_url, fail_own_running, fail_unbeaten_trials, storage_url
 from search.study.trials import sync_leaderboard, trial_feasible, trial_value, write_trial
 
 
@@ -64,6 +67,11 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
         RegistryError, ModelError, DataError: from the registry, the models or the data (one line each).
         KeyboardInterrupt: after the completed trials are safely in the leaderboard.
     """
+    config.validate()
+    check_storage_url(storage_url(config))  # a mistyped scheme fails before the registry is read
+    config, data_note = with_screened_data(config)
+    if data_note is not None:
+        _say(data_note)
     run = _start(config)
     if progress:
         _announce(run)
@@ -131,8 +139,65 @@ def _start(config: SearchConfig) -> _Run:
     # A Pareto study scores whole splits (one step), which makes this Optuna's NopPruner.
     live.study.pruner = make_pruner(config, objective.steps)
     run = _Run(config=config, live=live, objective=objective, started=started)
+    _remember(run)
     _sync(run)
     return run
+
+
+def _say(line: str) -> None:
+    """One notice on stderr (with or without progress: what the search decided is never silent)."""
+    stderr_console().print(line, highlight=False, soft_wrap=True)
+
+
+def candidate_rule(live: LiveStudy, *, min_gain: float, top_k: int, db_url: str | None) -> str:
+    """How many candidates the study searches, of how many screened, and by which rule (one line)."""
+    context = live.context
+    used = len(context.candidates)
+    rule = f"gain > {min_gain:g} on the search split"
+    refs = sum(1 for c in context.candidates if c.role == "reference")
+    if refs:
+        return (
+            f"using {used} candidates: {refs} references and {used - refs} of their screened helpers ({rule})"
+        )
+    screened = screened_candidates(
+        task=context.tasks[0],
+        target_revision=context.target.revision,
+        split_fingerprint=context.split_fingerprints.search,
+        db_url=db_url,
+    )
+    passing = sum(1 for s in screened if s["gain"] > min_gain)
+    if passing == 0:
+        rule = f"none has {rule}: the {used} best"
+    elif passing > used:
+        rule += f"; the best {used} of {passing} by --top-k {top_k}"
+    return f"using {used} of {len(screened)} screened candidates ({rule})"
+
+
+def _remember(run: _Run) -> None:
+    """Store a new study's resolved settings; say which candidates it uses and whether it joined a study."""
+    config, live = run.config, run.live
+    stored = None if live.created else stored_config(live.study)
+    min_gain = config.min_gain if stored is None else float(stored.get("min_gain", 0.0))
+    top_k = config.top_k if stored is None else int(stored.get("top_k", config.top_k))
+    _say(candidate_rule(live, min_gain=min_gain, top_k=top_k, db_url=config.db_url))
+    if live.created:
+        record = config_record(config)
+        record.update(
+            study_name=live.name,
+            storage=redact_url(storage_url(config)),
+            db_url=None if config.db_url is None else redact_url(config.db_url),
+            n_candidates=len(live.context.candidates),
+        )
+        store_config(live.study, record)
+        return
+    counts = trial_counts(live.study)
+    line = f"joining the existing study {live.name} ({counts.finished} trials finished)"
+    if stored is not None and int(stored.get("seed", config.seed)) != config.seed:
+        line += (
+            f"; it was created with --seed {stored['seed']}: --seed {config.seed} seeds only this worker's "
+            "sampler (leave out --study for a study of its own)"
+        )
+    _say(line)
 
 
 def _sync(run: _Run) -> None:

@@ -44,18 +44,23 @@ def coefficients_from_params(params: dict[str, Any], repos: Sequence[str]) -> li
     return [float(params.get(lambda_param(r), 0.0)) if params.get(use_param(r)) else 0.0 for r in repos]
 
 
-def select_candidates(screenings: Sequence[dict[str, Any]], *, top_k: int) -> list[dict[str, Any]]:
-    """The target's own screened helpers: positive gains best first (at most `top_k`), else the `top_k` best.
+def select_candidates(
+    screenings: Sequence[dict[str, Any]], *, top_k: int, min_gain: float = 0.0
+) -> list[dict[str, Any]]:
+    """The target's own screened helpers: gains above `min_gain` best first (at most `top_k`), else the
+    `top_k` best.
 
     Args:
         screenings: screening dicts with `candidate_repo`, `gain` (and the rest of the row).
         top_k: the cap.
+        min_gain: a helper enters when its screened gain is above this (points on the search split).
 
     Returns:
-        The chosen screenings, best gain first (ties broken by repo id for determinism).
+        The chosen screenings, best gain first (ties broken by repo id for determinism): always a prefix
+        of that order, so their number alone says which they are.
     """
     ranked = sorted(screenings, key=lambda s: (-s["gain"], s["candidate_repo"]))
-    positive = [s for s in ranked if s["gain"] > 0]
+    positive = [s for s in ranked if s["gain"] > min_gain]
     return (positive or ranked)[:top_k]
 
 
@@ -65,14 +70,16 @@ def multitask_candidates(
     *,
     top_k: int,
     skip_revisions: Sequence[str] = (),
+    min_gain: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Ingredients from several references: every task's reference, then helpers round-robin up to `top_k`.
 
     Args:
         references: task -> pinned reference `{repo_id, revision}` (the task's own fine-tuned model).
-        helpers: task -> that reference's screenings (any order; positive gains only are used).
+        helpers: task -> that reference's screenings (any order; gains above `min_gain` only are used).
         top_k: total cap; references always enter, helpers fill the places left.
         skip_revisions: revisions that cannot be ingredients (the target itself).
+        min_gain: a helper enters when its screened gain is above this.
 
     Returns:
         Candidate dicts `{repo_id, revision, best_lambda, gain, role, task}`, references first.
@@ -94,7 +101,9 @@ def multitask_candidates(
             }
         )
     queues = {
-        task: [s for s in sorted(rows, key=lambda s: (-s["gain"], s["candidate_repo"])) if s["gain"] > 0]
+        task: [
+            s for s in sorted(rows, key=lambda s: (-s["gain"], s["candidate_repo"])) if s["gain"] > min_gain
+        ]
         for task, rows in helpers.items()
     }
     while len(out) < top_k and any(queues.values()):
@@ -219,7 +228,7 @@ def find_space(config: SearchConfig, resolved: Resolved, *, fingerprints: dict[s
         for task, pin in sources.items()
     }
     if not references:
-        chosen = select_candidates(helpers[config.task], top_k=config.top_k)
+        chosen = select_candidates(helpers[config.task], top_k=config.top_k, min_gain=config.min_gain)
         if not chosen:
             raise no_screenings_error(config, resolved.target.repo_id)
         candidates = [
@@ -237,6 +246,7 @@ def find_space(config: SearchConfig, resolved: Resolved, *, fingerprints: dict[s
         helpers,
         top_k=config.top_k,
         skip_revisions=[resolved.target.revision, resolved.base.revision],
+        min_gain=config.min_gain,
     )
     if not found:
         raise SearchError(

@@ -16,8 +16,10 @@ import optuna
 from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
 from optuna.trial import TrialState
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from registry.constants import home
+from registry.constants import default_storage_url
 from registry.db import redact_url
 from registry.locks import url_lock
 from search.errors import SearchError
@@ -29,9 +31,38 @@ _PG_OPTUNA_INIT_LOCK = 0x7461736B4F505455
 _INIT_LOCK_NAME = "init"
 
 
+# Schemes people type for the two backends SQLAlchemy spells otherwise.
+_SCHEME_FIXES = {"postgres": "postgresql", "pgsql": "postgresql", "psql": "postgresql", "sqlite3": "sqlite"}
+
+
 def default_storage() -> str:
-    """Optuna's storage when none is given: a SQLite file beside the taskvec database."""
-    return f"sqlite:///{home() / 'optuna.db'}"
+    """Optuna's storage when none is given: `TASKVEC_STORAGE`, else a SQLite file under `TASKVEC_HOME`."""
+    return default_storage_url()
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse, in one line with the right scheme, a URL whose driver SQLAlchemy has no module for.
+
+    Raises:
+        SearchError: `postgres://...` (did you mean postgresql:// or postgresql+psycopg://?), or not a URL.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise SearchError(f"{redact_url(url)}: not a storage URL (e.g. sqlite:///optuna.db)") from exc
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError as exc:
+        scheme = url.partition("://")[0]
+        backend = scheme.partition("+")[0].lower()
+        fixed = _SCHEME_FIXES.get(backend, backend)
+        if fixed == "postgresql":
+            hint = "did you mean postgresql:// or postgresql+psycopg://?"
+        elif fixed == "sqlite":
+            hint = "did you mean sqlite:///path/to/optuna.db?"
+        else:
+            hint = "use sqlite:///path/to/optuna.db or postgresql+psycopg://user@host/dbname"
+        raise SearchError(f"{redact_url(url)}: unknown storage driver {scheme!r} ({hint})") from exc
 
 
 def storage_url(config: SearchConfig) -> str:
@@ -50,6 +81,7 @@ def open_storage(config: SearchConfig) -> optuna.storages.RDBStorage:
         SearchError: if the storage URL cannot be opened (one line, password hidden).
     """
     url = storage_url(config)
+    check_storage_url(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}

@@ -23,7 +23,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from huggingface_hub import constants as hub_constants
 
+from registry.constants import hub_offline
+from registry.sources.hub import unreachable_reason
 from search.errors import DataError
 from search.tasks.glue import GLUE_HUB_DATASET, TaskSpec, get_task
 
@@ -142,20 +145,36 @@ def _read_local(data_dir: Path, task: str, file_split: FileSplit) -> tuple[pd.Da
 
 def _read_hub(task: str, file_split: FileSplit, *, dataset: str) -> tuple[pd.DataFrame, str]:
     where = f"{dataset} ({task}, {file_split})"
+    local = (
+        f"pass --data DIR (or set TASKVEC_DATA) with a local copy laid out as "
+        f"DIR/{task}/{file_split}-00000-of-00001.parquet"
+    )
+    offline = hub_offline()
     try:
         # Lazy: `import datasets` costs ~1.2 s (measured with -X importtime) and only this Hub path needs
         # it; every offline run (`--data DIR`, the demo, the tests) would pay it otherwise.
         import datasets
 
+        offline = offline or bool(datasets.config.HF_HUB_OFFLINE)  # as datasets sees it (tests set it)
+        # One request first, without retries: `datasets` retries an unreachable Hub for half a minute.
+        unreachable = (
+            None if offline or Path(dataset).exists() else unreachable_reason(hub_constants.ENDPOINT)
+        )
+        if unreachable is not None:
+            raise DataError(
+                f"{where}: cannot load from the Hub ({hub_constants.ENDPOINT} cannot be reached: {unreachable}); "
+                f"offline, {local}, or set HF_HUB_OFFLINE=1 to use the datasets cache"
+            )
         ds = datasets.load_dataset(dataset, task, split=file_split)
+    except DataError:
+        raise
     except Exception as exc:
         # `datasets` raises connection, not-found and offline errors of many types; all mean the same
         # thing to a user: this data is not reachable from here.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(
-            f"{where}: cannot load from the Hub ({reason}); offline, pass --data DIR "
-            f"with a local copy laid out as DIR/{task}/{file_split}-00000-of-00001.parquet"
-        ) from exc
+        if offline:
+            reason = "HF_HUB_OFFLINE is set, and it is not in the datasets cache"
+        raise DataError(f"{where}: cannot load from the Hub ({reason}); offline, {local}") from exc
     return ds.to_pandas(), where
 
 
