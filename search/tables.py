@@ -15,12 +15,24 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from registry.db import Base
+
+T = TypeVar("T")
+
+
+def one_or_each(per_task: Mapping[str, T]) -> T | dict[str, T]:
+    """The stored form of a per-task value: the value itself for one task (as one-task studies always
+    stored it), else task -> value."""
+    if len(per_task) == 1:
+        return next(iter(per_task.values()))
+    return dict(per_task)
 
 
 def utcnow() -> datetime:

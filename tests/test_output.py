@@ -66,14 +66,8 @@ def test_every_stage_draws_its_bars_through_the_shared_helper() -> None:
     assert direct == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="leaderboard reads rows through search.study.records and verdicts through "
-    "search.scoring.bootstrap, whose packages import torch and transformers (about 4.5 s idle); "
-    "remove this mark once the read path is light",
-)
 def test_leaderboard_imports_no_model_library(tmp_path: Path) -> None:
-    """`taskvec leaderboard` needs no model: it must not pay for torch and transformers at start-up."""
+    """`taskvec leaderboard` needs no model: it must not pay for torch, transformers or scikit-learn."""
     url = f"sqlite:///{tmp_path / 'taskvec.db'}"
     upgrade(url)
     probe = (
@@ -81,7 +75,7 @@ def test_leaderboard_imports_no_model_library(tmp_path: Path) -> None:
         f"sys.argv = ['taskvec', 'leaderboard', '--json', '--db', {url!r}]\n"
         "from search.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print([m for m in ('torch', 'transformers') if m in sys.modules])\n"
+        "print([m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -121,7 +121,7 @@ def test_taskvec_data_is_the_default_data_and_a_flag_beats_it(monkeypatch, tmp_p
     ("module", "name", "args"),
     [
         ("search.screen", "screen", ["screen", "--task", "sst2", "--target", "t"]),
-        ("search.scoring", "evaluate", ["eval", "--model", "m", "--task", "sst2"]),
+        ("search.scoring.evaluate", "evaluate", ["eval", "--model", "m", "--task", "sst2"]),
         ("search.finetune", "finetune", ["finetune", "--base", "b", "--task", "sst2", "--out", "o"]),
     ],
 )

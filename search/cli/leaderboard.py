@@ -45,9 +45,11 @@ def leaderboard_command(
     refresh: Annotated[
         bool, typer.Option("--refresh", help="First score top rows lacking a held-out score.")
     ] = False,
+    # A plain None, not REFRESH.data_dir: click resolves every default at parse time, and resolving that
+    # one imports the scorer (torch) even for a plain `taskvec leaderboard`.
     data: Annotated[
         Path | None, typer.Option("--data", help="GLUE folder for --refresh (default: the study's).")
-    ] = REFRESH.data_dir,
+    ] = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
     db: DbOpt = None,

@@ -117,7 +117,7 @@ def eval_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Score a model on GLUE tasks with the paper's metrics (x100)."""
-    from search.scoring import evaluate, iter_tasks
+    from search.scoring.evaluate import evaluate, iter_tasks
 
     results = evaluate(
         model=model,

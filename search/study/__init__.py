@@ -8,37 +8,52 @@ Modules, in the order a search runs through them: `config` (what is asked, the s
 `objectives` and `references` (several tasks).
 """
 
-from search.study.baselines import (
-    BASELINE_LAMBDAS,
-    BASELINE_NAMES,
-    Baseline,
-    BaselineResult,
-    Baselines,
-    baseline_studies,
-    global_lambda_baseline,
-    live_baselines,
-    load_baselines,
-    save_baselines,
-    study_baselines,
-)
-from search.study.config import SAMPLERS, SearchConfig, SearchSummary, default_study_name, parse_duration
-from search.study.context import STUDY_ATTR, StudyContext, TargetScores, stored_context
-from search.study.heldout import heldout_objective, score_top_heldout
-from search.study.live import LiveStudy, open_live
-from search.study.objective import InterruptGate, Objective
-from search.study.run import run_search
-from search.study.space import (
-    coefficients_from_params,
-    lambda_param,
-    multitask_candidates,
-    multitask_warm_start,
-    select_candidates,
-    use_param,
-    warm_start_params,
-)
-from search.study.storage import default_storage, fail_unbeaten_trials, open_storage
-from search.study.trials import trial_feasible, trial_row, trial_value
+from registry.lazy import lazy_namespace
 
+# Imported on first use (registry/lazy.py): light commands import one module without its siblings.
+_EXPORTS = {
+    "BASELINE_LAMBDAS": "baselines",
+    "BASELINE_NAMES": "baselines",
+    "Baseline": "baselines",
+    "BaselineResult": "baselines",
+    "Baselines": "baselines",
+    "baseline_studies": "baselines",
+    "global_lambda_baseline": "baselines",
+    "live_baselines": "baselines",
+    "load_baselines": "baselines",
+    "save_baselines": "baselines",
+    "study_baselines": "baselines",
+    "SAMPLERS": "config",
+    "SearchConfig": "config",
+    "SearchSummary": "config",
+    "default_study_name": "config",
+    "parse_duration": "config",
+    "STUDY_ATTR": "context",
+    "StudyContext": "context",
+    "TargetScores": "context",
+    "stored_context": "context",
+    "heldout_objective": "heldout",
+    "score_top_heldout": "heldout",
+    "LiveStudy": "live",
+    "open_live": "live",
+    "InterruptGate": "objective",
+    "Objective": "objective",
+    "run_search": "run",
+    "coefficients_from_params": "space",
+    "lambda_param": "space",
+    "multitask_candidates": "space",
+    "multitask_warm_start": "space",
+    "select_candidates": "space",
+    "use_param": "space",
+    "warm_start_params": "space",
+    "default_storage": "storage",
+    "fail_unbeaten_trials": "storage",
+    "open_storage": "storage",
+    "trial_feasible": "trials",
+    "trial_row": "trials",
+    "trial_value": "trials",
+}
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)
 __all__ = [
     "BASELINE_LAMBDAS",
     "SAMPLERS",

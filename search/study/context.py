@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import optuna
 
@@ -30,16 +30,6 @@ STUDY_ATTR = "taskvec"
 # The resolved settings of the command that created the study (flags, environment, config file and
 # defaults, after the data source and candidates were decided): `taskvec leaderboard --study S --config`.
 CONFIG_ATTR = "taskvec_config"
-
-T = TypeVar("T")
-
-
-def one_or_each(per_task: Mapping[str, T]) -> T | dict[str, T]:
-    """The stored form of a per-task value: the value itself for one task (as one-task studies always
-    stored it), else task -> value."""
-    if len(per_task) == 1:
-        return next(iter(per_task.values()))
-    return dict(per_task)
 
 
 def combined_fingerprint(fingerprints: Mapping[str, str]) -> str:

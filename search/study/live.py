@@ -30,7 +30,6 @@ from search.study.context import (
     SplitFingerprints,
     StudyContext,
     TargetScores,
-    one_or_each,
     store_context,
     stored_context,
 )
@@ -38,6 +37,7 @@ from search.study.objective import GuardScorer
 from search.study.objectives import combine
 from search.study.space import Space, find_space, warm_start
 from search.study.storage import create_or_join, find_study, open_storage
+from search.tables import one_or_each
 from search.tasks.data import Split, load_split
 from search.vectors import Composer
 from search.vectors.compose import open_composer

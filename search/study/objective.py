@@ -24,10 +24,9 @@ from optuna.trial import TrialState
 
 from search.scoring.prefix import NestedPrefixScorer
 from search.scoring.scorer import Scorer
-from search.study.context import one_or_each
 from search.study.objectives import Control, combine
 from search.study.space import lambda_param, use_param
-from search.tables import worker_id
+from search.tables import one_or_each, worker_id
 from search.vectors import Composer
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -17,10 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from registry.db import session_scope
 from search.errors import SearchError
 from search.scoring.bootstrap import GainInterval, pack_predictions, stored_interval
-from search.scoring.scorer import ScoreResult
-from search.study.context import one_or_each
 from search.study.objectives import pareto_mask
-from search.tables import LeaderboardRow, utcnow
+from search.tables import LeaderboardRow, one_or_each, utcnow
+
+if TYPE_CHECKING:  # the scorer imports torch; a leaderboard read must not
+    from search.scoring.scorer import ScoreResult
 
 ROW_KEYS = (
     "task",

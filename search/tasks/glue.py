@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from search.errors import DataError
 
@@ -91,6 +90,10 @@ class TaskSpec:
             DataError: if there are no examples, the two sequences differ in length, or a gold label is
                 not one of the task's ids.
         """
+        # scikit-learn costs about a second to import: only commands that score pay it (the leaderboard,
+        # which names metrics through this module, must start fast).
+        from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
         p = np.asarray(predictions, dtype=np.int64).reshape(-1)
         if len(y) == 0 or len(y) != len(p):
