@@ -331,16 +331,8 @@ def test_eval_errors_are_one_line(tmp_path):
     assert len(lines) == 1 and "no folder for task 'cola'" in lines[0] and "Traceback" not in proc.stderr
 
 
-# The tiny zoo's sst2 target (160 training rows, 200 steps) sits at chance: 50.5 held-out against the
-# base's 51.0 (zoo v4; v3 was 51.0 against 54.5). Until a zoo makes it stand clearly above the base this
-# case is a known, strict failure (an XPASS means the zoo changed).
-SST2_TINY_AT_CHANCE = pytest.mark.xfail(
-    strict=True, reason="tiny zoo v4 seed 0: the sst2 target (50.5 held-out) does not beat its base (51.0)"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["mrpc", "rte", "cola", pytest.param("sst2", marks=SST2_TINY_AT_CHANCE)])
+@pytest.mark.parametrize("task", ["mrpc", "rte", "cola", "sst2"])
 def test_pico_target_beats_base_and_rank_agrees_with_generate(tiny_zoo, task):
     """On the zoo's held-out split, each target beats the base on its own task, and the two modes agree."""
     split = load_split(task, split="heldout", data_dir=tiny_zoo / "glue")

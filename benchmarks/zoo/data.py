@@ -49,13 +49,16 @@ DATASETS: tuple[Dataset, ...] = (
         "glue", "cola", lambda r, n: grammar.grammar_rows(r, n, domain="a"), "agreement and order errors"
     ),
     Dataset(
-        "glue", "mrpc", lambda r, n: grammar.mrpc_rows(r, n, domain="a"), "synonym and reordering paraphrases"
+        "glue",
+        "mrpc",
+        lambda r, n: grammar.mrpc_rows(r, n, domain="a"),
+        "synonym rewrites vs one contrast word",
     ),
     Dataset(
         "glue",
         "rte",
         lambda r, n: grammar.rte_rows(r, n, domain="a"),
-        "fact subsets vs contradictions/new facts",
+        "restated facts with keeping/adding modifiers, contradictions",
     ),
     Dataset(
         "food_reviews_a",
@@ -90,14 +93,14 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset(
         "paraphrase_a",
         "mrpc",
-        lambda r, n: grammar.mrpc_rows(r, n, domain="a", synonym_part=0),
-        "people sentence pairs, paraphrases by reordering and the first half of the synonym pairs",
+        lambda r, n: grammar.mrpc_rows(r, n, domain="b", word_part=0),
+        "object sentence pairs, the first half of the rewritable words (synonym or contrast)",
     ),
     Dataset(
         "paraphrase_b",
         "mrpc",
-        lambda r, n: grammar.mrpc_rows(r, n, domain="a", synonym_part=1),
-        "people sentence pairs, paraphrases by reordering and the second half of the synonym pairs",
+        lambda r, n: grammar.mrpc_rows(r, n, domain="b", word_part=1),
+        "object sentence pairs, the second half of the rewritable words (synonym or contrast)",
     ),
     Dataset(
         "question_pairs", "qqp", lambda r, n: grammar.qqp_rows(r, n, domain="b"), "duplicate question pairs"
@@ -105,14 +108,14 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset(
         "facts_a",
         "rte",
-        lambda r, n: grammar.rte_rows(r, n, domain="b", value_part=0),
-        "object facts on the first half of each attribute's values",
+        lambda r, n: grammar.rte_rows(r, n, domain="b", contradiction_rate=0.0, modifier_part=0),
+        "object facts, the first half of the modifiers (keeping or adding)",
     ),
     Dataset(
         "facts_b",
         "rte",
-        lambda r, n: grammar.rte_rows(r, n, domain="b", value_part=1),
-        "object facts on the second half of each attribute's values",
+        lambda r, n: grammar.rte_rows(r, n, domain="b", contradiction_rate=0.0, modifier_part=1),
+        "object facts, the second half of the modifiers (keeping or adding)",
     ),
     Dataset("nli", "mnli", lambda r, n: grammar.mnli_rows(r, n, domain="b"), "3-way NLI over object facts"),
     Dataset("topic", "topic", lambda r, n: grammar.topic_rows(r, n), "film vs restaurant review sentences"),

@@ -41,7 +41,7 @@ class Job:
     exclude_search: bool = False  # train on GLUE train minus the task's search split (targets)
 
 
-TARGET_ROWS = {"sst2": 160, "cola": 160, "mrpc": 160, "rte": 160}
+TARGET_ROWS = {"sst2": 160, "cola": 80, "mrpc": 160, "rte": 80}
 """Training rows of the data-poor targets (drawn from GLUE train minus the search split)."""
 MULTITASK = {task: f"pico/t5-pico-{task}-ft" for task in TARGET_ROWS}
 """The multi-task stage's fine-tunes: all of GLUE train minus the search split, one per task."""

@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from benchmarks.zoo.vocab import (
+    ADDING,
     ADVERBS,
     AGENTS,
     CATEGORIES,
     COPULAS,
     INTENSIFIERS,
+    KEEPING,
     NEGATIVE,
     PARA_ADJS,
     PARA_OBJECTS,
@@ -29,7 +31,6 @@ from benchmarks.zoo.vocab import (
     PREPS,
     REVIEW_NOUNS,
     STATES,
-    SYNONYMS,
     VERBS,
 )
 
@@ -182,41 +183,12 @@ def grammar_rows(
 
 # --- paraphrase (mrpc, qqp) -------------------------------------------------------------------------------
 
-PARAPHRASES = ("synonym", "reorder")
+SLOTS = {"adj": PARA_ADJS, "verb": PARA_VERBS, "time": PARA_TIMES}
 
 
-def _clause(rng: np.random.Generator, domain: str) -> dict[str, str]:
-    return {
-        "subj": _pick(rng, _words(PARA_SUBJECTS, domain)),
-        "adj": _pick(rng, PARA_ADJS),
-        "verb": _pick(rng, PARA_VERBS),
-        "obj": _pick(rng, _words(PARA_OBJECTS, domain)),
-        "time": _pick(rng, PARA_TIMES),
-    }
-
-
-def _render(c: dict[str, str], *, time_first: bool, synonyms: set[str]) -> str:
-    def w(key: str) -> str:
-        word = c[key]
-        return SYNONYMS[word] if key in synonyms and word in SYNONYMS else word
-
-    core = f"the {w('adj')} {c['subj']} {w('verb')} the {c['obj']}"
-    return f"{w('time')} , {core}" if time_first else f"{core} {w('time')}"
-
-
-def _content_change(rng: np.random.Generator, c: dict[str, str], domain: str) -> dict[str, str]:
-    pools = {
-        "subj": _words(PARA_SUBJECTS, domain),
-        "adj": PARA_ADJS,
-        "verb": PARA_VERBS,
-        "obj": _words(PARA_OBJECTS, domain),
-        "time": PARA_TIMES,
-    }
-    key = _pick(rng, tuple(pools))
-    changed = dict(c)
-    while changed[key] == c[key]:
-        changed[key] = _pick(rng, pools[key])
-    return changed
+def _slot_words(part: int | None) -> dict[str, tuple[str, ...]]:
+    """Each rewritable slot's base words, or one half (0 or 1) of them."""
+    return {k: tuple(v) if part is None else half(tuple(v), part) for k, v in SLOTS.items()}
 
 
 def paraphrase_pairs(
@@ -224,73 +196,57 @@ def paraphrase_pairs(
     n: int,
     *,
     domain: str,
-    kinds: Sequence[str] = PARAPHRASES,
-    positive_rate: float = 0.6,
-    synonym_part: int | None = None,
+    positive_rate: float = 0.5,
+    word_part: int | None = None,
 ) -> list[tuple[str, str, int]]:
-    """Sentence pairs: a paraphrase (1) by `kinds` (synonyms, clause reordering) or other content (0).
+    """Sentence pairs: a paraphrase (1) rewrites slots with synonyms, a non-paraphrase (0) one with its contrast.
 
-    Negatives change one content word and get the same surface rewrites, so word overlap alone does
-    not decide the label. `synonym_part` allows only one half (0 or 1) of the synonym pairs.
+    The first sentence uses base words only; the second rewrites one to three of its adjective, verb
+    and time slots (and may move the time first). In a non-paraphrase exactly one rewritten slot takes
+    the word's contrast (`bought` -> `stole`) and the others synonyms, so word overlap alone does not
+    decide the label. `word_part` restricts every slot to one half (0 or 1) of its base words.
     """
-    allowed = set(SYNONYMS if synonym_part is None else half(tuple(SYNONYMS), synonym_part))
+    pools = _slot_words(word_part)
     out: list[tuple[str, str, int]] = []
-    keys = ("adj", "verb", "time")
     for _ in range(n):
-        c = _clause(rng, domain)
-        if "reorder" not in kinds:
-            # A synonym-only paraphrase needs a word that has a synonym.
-            while not any(c[k] in allowed for k in keys):
-                c = _clause(rng, domain)
-        time_first = bool(rng.random() < 0.5)
-        s1 = _render(c, time_first=time_first, synonyms=set())
+        c = {k: _pick(rng, v) for k, v in pools.items()}
+        subj = _pick(rng, _words(PARA_SUBJECTS, domain))
+        obj = _pick(rng, _words(PARA_OBJECTS, domain))
         label = int(rng.random() < positive_rate)
-        other = c if label else _content_change(rng, c, domain)
-        # At least one rewrite of the allowed kinds, so positives are never identical copies.
-        possible = [k for k in keys if other[k] in allowed] if "synonym" in kinds else []
-        syn = {k for k in possible if rng.random() < 0.6}
-        flip = "reorder" in kinds and bool(rng.random() < 0.6)
-        if not syn and not flip:
-            if possible:
-                syn = {possible[int(rng.integers(len(possible)))]}
-            else:
-                flip = "reorder" in kinds
-        s2 = _render(other, time_first=time_first != flip, synonyms=syn)
-        out.append((s1, s2, label))
+        rewrite = [k for k in SLOTS if rng.random() < 0.6] or [_pick(rng, tuple(SLOTS))]
+        contrast = None if label else rewrite[int(rng.integers(len(rewrite)))]
+        other = dict(c)
+        for k in rewrite:
+            synonym, opposite = SLOTS[k][c[k]]
+            other[k] = opposite if k == contrast else synonym
+        time_first = bool(rng.random() < 0.5)
+        flip = bool(rng.random() < 0.4)
+        out.append((_render(c, subj, obj, time_first), _render(other, subj, obj, time_first != flip), label))
     return out
 
 
-def mrpc_rows(
-    rng: np.random.Generator,
-    n: int,
-    *,
-    domain: str,
-    kinds: Sequence[str] = PARAPHRASES,
-    synonym_part: int | None = None,
-) -> list[Row]:
+def _render(c: dict[str, str], subj: str, obj: str, time_first: bool) -> str:
+    core = f"the {c['adj']} {subj} {c['verb']} the {obj}"
+    return f"{c['time']} , {core}" if time_first else f"{core} {c['time']}"
+
+
+def mrpc_rows(rng: np.random.Generator, n: int, *, domain: str, word_part: int | None = None) -> list[Row]:
     """MRPC-like rows (`sentence1`, `sentence2`, `label` 1 equivalent / 0 not)."""
     return [
         {"sentence1": a, "sentence2": b, "label": y}
-        for a, b, y in paraphrase_pairs(rng, n, domain=domain, kinds=kinds, synonym_part=synonym_part)
+        for a, b, y in paraphrase_pairs(rng, n, domain=domain, word_part=word_part)
     ]
 
 
 def qqp_rows(rng: np.random.Generator, n: int, *, domain: str) -> list[Row]:
     """QQP-like question pairs (`question1`, `question2`, `label` 1 duplicate / 0 not)."""
     rows = []
-    for a, b, y in paraphrase_pairs(rng, n, domain=domain, positive_rate=0.5):
+    for a, b, y in paraphrase_pairs(rng, n, domain=domain):
         rows.append({"question1": f"did {a} ?", "question2": f"did {b} ?", "label": y})
     return rows
 
 
 # --- entailment (rte, mnli) -------------------------------------------------------------------------------
-
-NON_ENTAILMENT = ("contradiction", "new_fact")
-
-
-def _values(part: int | None) -> dict[str, tuple[str, ...]]:
-    """Each attribute category's values, or one half (0 or 1) of each."""
-    return {c: v if part is None else half(v, part) for c, v in CATEGORIES.items()}
 
 
 def _facts(
@@ -347,23 +303,29 @@ def rte_rows(
     n: int,
     *,
     domain: str,
-    negatives: Sequence[str] = NON_ENTAILMENT,
-    value_part: int | None = None,
+    contradiction_rate: float = 0.3,
+    modifier_part: int | None = None,
 ) -> list[Row]:
-    """RTE-like rows: premise of 2-3 facts; hypothesis one of them (0 entailment) or not (1).
+    """RTE-like rows: premise of 2-3 facts; hypothesis one of them with a modifier (0 entailment) or not (1).
 
-    `value_part` restricts every attribute to one half (0 or 1) of its category's values.
+    A hypothesis restates a premise fact with one modifier: one that keeps its meaning (`indeed`,
+    entailment) or one that adds what the premise does not say (`always`, not entailment). A share
+    `contradiction_rate` of the non-entailments instead swaps the fact's value (with a keeping
+    modifier), which needs the premise. `modifier_part` restricts the modifiers to one half (0 or 1).
     """
-    values = _values(value_part)
+    keeping = KEEPING if modifier_part is None else half(KEEPING, modifier_part)
+    adding = ADDING if modifier_part is None else half(ADDING, modifier_part)
     rows: list[Row] = []
     for _ in range(n):
-        facts = _facts(rng, domain, int(rng.integers(2, 4)), values)
+        facts = _facts(rng, domain, int(rng.integers(2, 4)))
         label = int(rng.integers(2))
-        kind = "entailment" if label == 0 else _pick(rng, negatives)
+        contradiction = bool(label) and bool(rng.random() < contradiction_rate)
+        noun, cat, value = _hypothesis(rng, facts, "contradiction" if contradiction else "entailment", domain)
+        modifier = _pick(rng, adding if label and not contradiction else keeping)
         rows.append(
             {
                 "sentence1": _premise(facts),
-                "sentence2": _say(_hypothesis(rng, facts, kind, domain, values)),
+                "sentence2": f"the {noun} is {modifier} {value}",
                 "label": label,
             }
         )

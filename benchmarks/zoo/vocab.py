@@ -71,24 +71,32 @@ CATEGORIES = {
     "mood": ("happy", "sad", "angry", "calm"),
 }
 
-# Paraphrase material: synonym pairs and clause parts.
-SYNONYMS = {
-    "saw": "watched",
-    "bought": "purchased",
-    "liked": "enjoyed",
-    "began": "started",
-    "fixed": "repaired",
-    "found": "discovered",
-    "big": "large",
-    "small": "little",
-    "quickly": "fast",
-    "happy": "glad",
-    "yesterday": "the_day_before",
-    "often": "frequently",
+# Paraphrase material: per clause slot, base word -> (synonym, contrast word). A paraphrase rewrites
+# slots with synonyms; a non-paraphrase rewrites one slot with its contrast word. Both kinds of
+# replacement appear only in the second sentence, so the label is lexical (learnable at pico scale),
+# and a helper that knows half of the pairs fixes half of the target's errors.
+PARA_ADJS = {
+    "big": ("large", "tiny"),
+    "small": ("little", "huge"),
+    "happy": ("glad", "unhappy"),
+    "old": ("ancient", "young"),
+    "rich": ("wealthy", "poor"),
+    "quiet": ("silent", "noisy"),
 }
-PARA_VERBS = ("saw", "bought", "liked", "began", "fixed", "found", "painted", "sold")
-PARA_ADJS = ("big", "small", "happy", "old", "red", "new")
-PARA_TIMES = ("yesterday", "often", "at_night", "last_week", "in_the_morning")
+PARA_VERBS = {
+    "saw": ("watched", "missed"),
+    "bought": ("purchased", "stole"),
+    "liked": ("enjoyed", "hated"),
+    "began": ("started", "ended"),
+    "fixed": ("repaired", "broke"),
+    "found": ("discovered", "lost"),
+}
+PARA_TIMES = {
+    "yesterday": ("the_day_before", "tomorrow"),
+    "often": ("frequently", "rarely"),
+    "early": ("soon", "late"),
+    "at_night": ("after_dark", "at_noon"),
+}
 PARA_OBJECTS = {
     "a": ("book", "song", "picture", "letter", "game", "poem", "film", "garden"),
     "b": ("car", "lamp", "table", "clock", "boat", "bike", "chair", "door"),
@@ -99,3 +107,8 @@ PARA_SUBJECTS = {
 }
 
 TOPIC_WORDS = ("cinema", "dining")
+
+# Entailment material: a hypothesis restates a premise fact with one modifier. Some modifiers keep
+# what the premise says (entailment), others add what it does not (not entailment).
+KEEPING = ("indeed", "certainly", "clearly", "surely", "obviously", "definitely", "plainly", "undoubtedly")
+ADDING = ("always", "usually", "sometimes", "still", "also", "mostly", "partly", "briefly")
