@@ -131,7 +131,8 @@ def warm_start_params(
     candidates: Sequence[dict[str, Any]], *, lambda_max: float, singles: int = WARM_SINGLES
 ) -> list[dict[str, Any]]:
     """First trials over screened helpers: the best single candidates at their screened lambda, then all
-    candidates at one uniform lambda (the median of the screened ones).
+    candidates at one uniform lambda: the median of the screened ones, and FusionBench's 0.3 (a sum of
+    several vectors at each one's own best lambda usually overshoots: the add-all baseline).
     """
     repos = [c["candidate_repo"] for c in candidates]
     out = []
@@ -141,10 +142,11 @@ def warm_start_params(
         out.append(params)
     if len(repos) > 1:
         lambdas = sorted(c["best_lambda"] for c in candidates)
-        uniform = min(lambda_max, max(0.0, lambdas[len(lambdas) // 2]))
-        params = {use_param(r): True for r in repos}
-        params.update({lambda_param(r): uniform for r in repos})
-        out.append(params)
+        median = min(lambda_max, max(0.0, lambdas[len(lambdas) // 2]))
+        for uniform in dict.fromkeys((median, min(lambda_max, WARM_UNIFORM[0]))):
+            params = {use_param(r): True for r in repos}
+            params.update({lambda_param(r): uniform for r in repos})
+            out.append(params)
     return out
 
 
