@@ -65,7 +65,14 @@ def score_caption(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _ingredients(ingredients: Sequence[dict[str, Any]]) -> str:
-    return ", ".join(f"{i['repo_id']}x{i['coefficient']:.2f}" for i in ingredients)
+    return ", ".join(f"{i['repo_id']} ×{i['coefficient']:.2f}" for i in ingredients)
+
+
+def short_ingredient(repo_id: str, coefficient: float, *, target: str) -> str:
+    """`name ×0.50`: the repo id without its organisation when the target shares it (the table is narrow)."""
+    org, _, name = repo_id.rpartition("/")
+    shown = name if org and target.startswith(f"{org}/") else repo_id
+    return f"{shown} ×{coefficient:.2f}"
 
 
 def eval_table(results: Sequence[ScoreResult], *, model: str, split: str, mode: str) -> Table:
@@ -154,7 +161,10 @@ def leaderboard_table(summaries: Sequence[dict[str, Any]], *, ranked: bool = Fal
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("ingredients\nstudy#trial", justify="left", overflow="fold", min_width=16)
     for s in summaries:
-        names = [f"{i['repo_id']}x{i['coefficient']:.2f}" for i in s["ingredients"]] or ["(target)"]
+        target = str(s["target_repo"])
+        names = [
+            short_ingredient(i["repo_id"], i["coefficient"], target=target) for i in s["ingredients"]
+        ] or ["(target)"]
         rank = f" #{s['rank']}" if ranked else ""
         table.add_row(
             f"{s['task']}{rank}\n{s['target_repo']}",
