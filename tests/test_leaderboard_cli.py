@@ -99,6 +99,29 @@ def test_leaderboard_table_top_and_export_hint(db_url):
     assert sum("│ rte " in line for line in one.output.splitlines()) == 1  # default: the best row only
 
 
+def test_table_fits_100_columns_with_short_ids_and_wide_keeps_them_whole(db_url):
+    long_study = "rte-t5-pico-rte@0123abcd-task_arithmetic-k4-tpe-5d4b4d"
+    row = leaderboard_row(long_study, 7, 99.0, task="rte")
+    row["ingredients"] = [
+        {"repo_id": "pico/t5-pico-food-sst2-a", "revision": "c" * 40, "coefficient": 0.5},
+        {"repo_id": "other/helper", "revision": "d" * 40, "coefficient": 1.25},
+    ]
+    records.upsert_rows([row], db_url=db_url)
+    narrow = CliRunner().invoke(app, ["leaderboard", "--db", db_url, "--task", "rte"], env={"COLUMNS": "100"})
+    assert narrow.exit_code == 0, narrow.output
+    table = [line for line in narrow.output.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and max(len(line) for line in table) <= 100  # (the export line below is a command)
+    # the target's organisation is dropped, another one kept; a space before the coefficient
+    assert "t5-pico-food-sst2-a ×0.50" in narrow.output and "pico/t5-pico-food" not in narrow.output
+    assert "other/helper ×1.25" in narrow.output
+    wide = CliRunner().invoke(
+        app, ["leaderboard", "--db", db_url, "--task", "rte", "--wide"], env={"COLUMNS": "100"}
+    )
+    assert wide.exit_code == 0, wide.output
+    assert f"{long_study}#7" in wide.output and "pico/t5-pico-food-sst2-a ×0.50" in wide.output
+    assert max(len(line) for line in wide.output.splitlines() if line[:1] in "┏┃┡│└") > 100
+
+
 def test_tables_name_the_metric_and_split_of_every_score(db_url):
     validation = leaderboard_row("v", 0, 30.0, task="cola")
     validation["scorer"] = {**validation["scorer"], "search_from": "validation"}

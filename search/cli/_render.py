@@ -146,13 +146,15 @@ def gain_with_interval(gain: float | None, ci: dict[str, Any] | None) -> str:
     return f"{gain:+.2f} [{ci['lo']:+.2f}, {ci['hi']:+.2f}]"
 
 
-def leaderboard_table(summaries: Sequence[dict[str, Any]], *, ranked: bool = False) -> Table:
+def leaderboard_table(
+    summaries: Sequence[dict[str, Any]], *, ranked: bool = False, wide: bool = False
+) -> Table:
     """`taskvec leaderboard`: per task, the target against its best compositions (search and held-out).
 
     Laid out for 100 columns: the target under its task, target → best per split, the held-out gain with
     its 95% interval, the study#trial key under the ingredients. `ranked` adds each row's rank in its task
     (what `taskvec export --task T --rank N` takes) beside the task: a column of its own would push the
-    table past 100 columns.
+    table past 100 columns. `wide` keeps full repo ids (print it with a width that needs no folding).
     """
     title = "taskvec leaderboard (best chosen on the search split)"
     table = Table(title=title)
@@ -163,7 +165,8 @@ def leaderboard_table(summaries: Sequence[dict[str, Any]], *, ranked: bool = Fal
     for s in summaries:
         target = str(s["target_repo"])
         names = [
-            short_ingredient(i["repo_id"], i["coefficient"], target=target) for i in s["ingredients"]
+            short_ingredient(i["repo_id"], i["coefficient"], target="" if wide else target)
+            for i in s["ingredients"]
         ] or ["(target)"]
         rank = f" #{s['rank']}" if ranked else ""
         table.add_row(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from search.cli._config import study_config
 from search.cli._options import REFRESH, CsvOpt, DbOpt, JsonOpt, StorageOpt
@@ -50,6 +51,9 @@ def leaderboard_command(
     data: Annotated[
         Path | None, typer.Option("--data", help="GLUE folder for --refresh (default: the study's).")
     ] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Full repo ids and study names on one line each (no folding).")
+    ] = False,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
     db: DbOpt = None,
@@ -82,7 +86,13 @@ def leaderboard_command(
         return
     if not (as_json or as_csv or pareto):
         rows = leaderboard.summary(db_url=db, task=task, study=study, top=top or 1)
-        console.print(leaderboard_table(rows, ranked=(top or 1) > 1))
+        table = leaderboard_table(rows, ranked=(top or 1) > 1, wide=wide)
+        # --wide: as wide as the table needs (piped to a file or a pager), never folded to the terminal
+        out = console
+        if wide:  # a console as wide as the table needs (piped to a file or a pager), never folded
+            width = console.measure(table, options=console.options.update(max_width=10_000)).maximum
+            out = Console(markup=False, emoji=False, width=width)
+        out.print(table)
         for line in gain_notes(rows):
             typer.echo(line)
         best = [r for r in rows if r["rank"] == 1]
