@@ -4,6 +4,7 @@ on the leaderboard (migration 0004), and what `leaderboard` and `search` print a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import alembic.command
 import numpy as np
@@ -298,8 +299,10 @@ def test_a_searched_row_gets_its_interval_in_json_table_and_summary(searched):
     table = taskvec("leaderboard", "--task", "sst2", "--db", db.url, home=db.home)
     assert f"[{ci['lo']:+.2f}, {ci['hi']:+.2f}]" in table.stdout and verdict(ci) in table.stdout
     assert rows[1]["gain_ci"] is None
+    elsewhere = Path(db.home) / "elsewhere"  # --cache-dir: the refresh's task vectors go there
     refreshed = taskvec("leaderboard", "--task", "sst2", "--refresh", "--top", "2", "--json", "--db", db.url,
-                        home=db.home)  # fmt: skip
+                        "--cache-dir", str(elsewhere), home=db.home)  # fmt: skip
+    assert any((elsewhere / "vectors").rglob("*.safetensors")), list(elsewhere.rglob("*"))
     second = json.loads(refreshed.stdout)[1]
     assert second["gain_ci"] is not None
     assert second["gain_ci"]["gain"] == pytest.approx(

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from search.cli._config import study_config
-from search.cli._options import REFRESH, CsvOpt, DbOpt, JsonOpt, StorageOpt
+from search.cli._options import REFRESH, CacheDirOpt, CsvOpt, DbOpt, JsonOpt, StorageOpt
 from search.cli._render import (
     baselines_table,
     console,
@@ -61,6 +61,7 @@ def leaderboard_command(
         bool, typer.Option("--config", help="Print the settings --study was created with (a --config file).")
     ] = False,
     storage: StorageOpt = None,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Per task: the target against the best composition found (search and held-out scores) and the gain."""
     if show_config:  # a study's settings live in its Optuna storage, not in the taskvec database
@@ -76,8 +77,11 @@ def leaderboard_command(
 
     check_known(task=task, study=study, db_url=db)  # a typo is an error, not an empty table
     if refresh:
+        from registry.constants import vector_cache_dir
+
+        vectors = None if cache_dir is None else vector_cache_dir(cache_dir)
         n = leaderboard.refresh_heldout(
-            db_url=db, study=study, task=task, top_n=top or REFRESH.top_n(), data_dir=data
+            db_url=db, study=study, task=task, top_n=top or REFRESH.top_n(), data_dir=data, cache_dir=vectors
         )
         if not (as_json or as_csv):
             err_console.print(f"held-out scores computed for {n} rows")

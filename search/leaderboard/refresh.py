@@ -34,8 +34,11 @@ def _expected_fingerprint(row: dict[str, Any], task: str, split: str) -> str | N
 class _Rebuilder:
     """Loads one target once and recomposes any of its leaderboard rows on the held-out splits."""
 
-    def __init__(self, row: dict[str, Any], *, data_dir: Path | None, db_url: str | None) -> None:
+    def __init__(
+        self, row: dict[str, Any], *, data_dir: Path | None, db_url: str | None, cache_dir: Path | None = None
+    ) -> None:
         self.db_url = db_url
+        self.cache_dir = cache_dir
         self.row = row
         self.target_dir = checkpoint_dirs([(row["target_repo"], row["target_revision"])], db_url=db_url)[0]
         self.base = Pinned(
@@ -94,6 +97,7 @@ class _Rebuilder:
                 ingredients=[Pinned(r, v, d) for (r, v), d in zip(pairs, dirs, strict=True)],
                 method=row["method"],
                 method_options=row["method_options"],
+                cache_dir=self.cache_dir,
             )
             self._composers = {key: composer}  # one at a time: each holds a copy of the target
         composer.apply([float(i["coefficient"]) for i in row["ingredients"]])
@@ -108,6 +112,7 @@ def refresh_heldout(
     task: str | None = None,
     top_n: int = 3,
     data_dir: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> int:
     """Score the top-N feasible rows (by search score) of each study on the held-out splits where missing.
 
@@ -120,6 +125,7 @@ def refresh_heldout(
         task: only this task.
         top_n: rows per study.
         data_dir: GLUE folder (default: the one recorded in the rows' scorer settings).
+        cache_dir: the task-vector cache (default: `registry.constants.vector_cache_dir()`).
 
     Returns:
         The number of rows given a held-out score.
@@ -135,7 +141,7 @@ def refresh_heldout(
     for study_rows in per_study.values():
         rebuilder = None  # loaded on the first row that needs it: a study already scored loads nothing
         for row in (r for r in study_rows[:top_n] if r["score_heldout"] is None):
-            rebuilder = rebuilder or _Rebuilder(row, data_dir=data_dir, db_url=db_url)
+            rebuilder = rebuilder or _Rebuilder(row, data_dir=data_dir, db_url=db_url, cache_dir=cache_dir)
             target = rebuilder.target(row_tasks(row)[0])
             results = rebuilder.score(row)
             objective = heldout_objective(row, results)
