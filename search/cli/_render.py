@@ -25,7 +25,9 @@ err_console = Console(stderr=True, markup=False, emoji=False)
 
 def _table(title: str, columns: Iterable[str], *, left: Iterable[str]) -> Table:
     """A table with `columns`; those in `left` (text) align left, the rest (numbers) right."""
-    table = Table(title=title)
+    # At least as wide as its title (rich wraps a title to the table's width: "(heldout split,\n rank)");
+    # rich still shrinks it to a narrower terminal.
+    table = Table(title=title, min_width=len(title))
     left = set(left)
     for col in columns:
         table.add_column(col, justify="left" if col in left else "right")

@@ -89,21 +89,7 @@ def leaderboard_command(
         _print_baselines(task=task, study=study, db_url=db, as_json=as_json)
         return
     if not (as_json or as_csv or pareto):
-        rows = leaderboard.summary(db_url=db, task=task, study=study, top=top or 1)
-        table = leaderboard_table(rows, ranked=(top or 1) > 1, wide=wide)
-        # --wide: as wide as the table needs (piped to a file or a pager), never folded to the terminal
-        out = console
-        if wide:  # a console as wide as the table needs (piped to a file or a pager), never folded
-            width = console.measure(table, options=console.options.update(max_width=10_000)).maximum
-            out = Console(markup=False, emoji=False, width=width)
-        out.print(table)
-        for line in gain_notes(rows):
-            typer.echo(line)
-        best = [r for r in rows if r["rank"] == 1]
-        for r in best:  # results, so stdout: the command that turns the best row into a model
-            task_note = r["task"] if len(best) > 1 else None
-            hint = export_hint(study=r["study"], trial=r["trial_number"], db_url=db, task=task_note)
-            typer.echo(hint)
+        _print_summary(task=task, study=study, top=top, wide=wide, db_url=db)
         return
     rows = leaderboard.query(db_url=db, task=task, study=study, top=top, pareto_only=pareto)
     if as_json or as_csv:
@@ -112,6 +98,27 @@ def leaderboard_command(
         console.print(pareto_table(rows))
     else:
         err_console.print("no Pareto-optimal rows (only `--objective pareto` studies mark a front)")
+
+
+def _print_summary(
+    *, task: str | None, study: str | None, top: int | None, wide: bool, db_url: str | None
+) -> None:
+    """The table of each task's best rows, the gain notes, and the command that exports the best row."""
+    from search import leaderboard
+
+    rows = leaderboard.summary(db_url=db_url, task=task, study=study, top=top or 1)
+    table = leaderboard_table(rows, ranked=(top or 1) > 1, wide=wide)
+    out = console
+    if wide:  # a console as wide as the table needs (piped to a file or a pager), never folded
+        width = console.measure(table, options=console.options.update(max_width=10_000)).maximum
+        out = Console(markup=False, emoji=False, width=width)
+    out.print(table)
+    for line in gain_notes(rows):
+        typer.echo(line)
+    best = [r for r in rows if r["rank"] == 1]
+    for r in best:  # results, so stdout: the command that turns the best row into a model
+        task_note = r["task"] if len(best) > 1 else None
+        typer.echo(export_hint(study=r["study"], trial=r["trial_number"], db_url=db_url, task=task_note))
 
 
 def _print_baselines(*, task: str | None, study: str | None, db_url: str | None, as_json: bool) -> None:
