@@ -102,23 +102,36 @@ def _database_errors(url: str, *, doing: str = "") -> Iterator[None]:
         raise RegistryError(f"{redact_url(url)}: {reason}") from exc
 
 
+def missing_driver(parsed: URL) -> tuple[str, str | None] | None:
+    """For a URL whose driver SQLAlchemy has no module for: `(its scheme, the backend it likely means)`
+    (`postgres` -> `postgresql`; None when it is none we know); None when the driver loads.
+
+    The one place both URLs a user types, the database's and Optuna storage's, are checked for it.
+    """
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        scheme = parsed.drivername
+        backend = scheme.partition("+")[0].lower()
+        return scheme, _SCHEME_FIXES.get(backend, backend if backend in _KNOWN_BACKENDS else None)
+    return None
+
+
 def _parse(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise RegistryError(f"{url!r}: not a database URL ({exc})") from exc
-    try:
-        parsed.get_dialect()
-    except NoSuchModuleError as exc:
-        scheme = parsed.drivername
+    missing = missing_driver(parsed)
+    if missing is not None:
+        scheme, fixed = missing
         backend = scheme.partition("+")[0]
-        fixed = _SCHEME_FIXES.get(backend, backend if backend in _KNOWN_BACKENDS else None)
         hint = (
             f"did you mean {fixed}{scheme[len(backend) :]}://?"
             if fixed
             else "use sqlite:///path/to/taskvec.db or postgresql://user@host/dbname"
         )
-        raise RegistryError(f"{redact_url(url)}: unknown database driver {scheme!r} ({hint})") from exc
+        raise RegistryError(f"{redact_url(url)}: unknown database driver {scheme!r} ({hint})")
     return parsed
 
 

@@ -17,10 +17,10 @@ from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
 from optuna.trial import TrialState
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError
 
 from registry.constants import default_storage_url
-from registry.db import redact_url
+from registry.db import missing_driver, redact_url
 from registry.locks import url_lock
 from search.errors import SearchError
 from search.study.config import SearchConfig
@@ -29,10 +29,6 @@ from search.study.config import SearchConfig
 _PG_OPTUNA_INIT_LOCK = 0x7461736B4F505455
 # Its SQLite lock file is `optuna.db.init.lock`, beside the storage.
 _INIT_LOCK_NAME = "init"
-
-
-# Schemes people type for the two backends SQLAlchemy spells otherwise.
-_SCHEME_FIXES = {"postgres": "postgresql", "pgsql": "postgresql", "psql": "postgresql", "sqlite3": "sqlite"}
 
 
 def default_storage() -> str:
@@ -50,19 +46,16 @@ def check_storage_url(url: str) -> None:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise SearchError(f"{redact_url(url)}: not a storage URL (e.g. sqlite:///optuna.db)") from exc
-    try:
-        parsed.get_dialect()
-    except NoSuchModuleError as exc:
-        scheme = url.partition("://")[0]
-        backend = scheme.partition("+")[0].lower()
-        fixed = _SCHEME_FIXES.get(backend, backend)
+    missing = missing_driver(parsed)
+    if missing is not None:
+        scheme, fixed = missing
         if fixed == "postgresql":
             hint = "did you mean postgresql:// or postgresql+psycopg://?"
         elif fixed == "sqlite":
             hint = "did you mean sqlite:///path/to/optuna.db?"
         else:
             hint = "use sqlite:///path/to/optuna.db or postgresql+psycopg://user@host/dbname"
-        raise SearchError(f"{redact_url(url)}: unknown storage driver {scheme!r} ({hint})") from exc
+        raise SearchError(f"{redact_url(url)}: unknown storage driver {scheme!r} ({hint})")
 
 
 def storage_url(config: SearchConfig) -> str:
