@@ -7,6 +7,7 @@ each database once per session with these helpers and hand every test (or module
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -178,3 +179,17 @@ def leaderboard_row(
         "worker": "host:1",
         "created": datetime(2026, 1, 1, tzinfo=UTC),
     }
+
+
+def recorded_calls(monkeypatch, module, name: str) -> list:
+    """Replace `module.name` by a recorder of its calls (the command imports it when it runs); the
+    recorder keeps the original's signature, where the CLI reads its defaults."""
+    calls: list = []
+
+    @functools.wraps(getattr(module, name))
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(module, name, record)
+    return calls

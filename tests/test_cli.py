@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 import subprocess
@@ -19,7 +18,7 @@ from search import leaderboard
 from search.cli import app
 from search.cli._options import Default
 from search.study import SearchConfig
-from tests.search_world import SEARCH_SIZE, taskvec
+from tests.search_world import SEARCH_SIZE, recorded_calls, taskvec
 
 HEAVY = ("torch", "transformers", "optuna", "sklearn", "datasets")
 
@@ -38,22 +37,8 @@ def test_help_and_model_free_commands_import_no_heavy_module(args):
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def _captured(monkeypatch, module, name: str) -> list:
-    """Replace `module.name` by a recorder of its calls (the command imports it when it runs); the
-    recorder keeps the original's signature, where the CLI reads its defaults."""
-    calls: list = []
-
-    @functools.wraps(getattr(module, name))
-    def record(*args, **kwargs):
-        calls.append((args, kwargs))
-        raise SystemExit(0)
-
-    monkeypatch.setattr(module, name, record)
-    return calls
-
-
 def test_search_defaults_are_the_configs(monkeypatch):
-    calls = _captured(monkeypatch, search.study, "run_search")
+    calls = recorded_calls(monkeypatch, search.study, "run_search")
     res = CliRunner().invoke(app, ["search", "--task", "sst2", "--target", "t"])
     assert res.exit_code == 0, res.output
     (config,), _ = calls[0]
@@ -61,7 +46,7 @@ def test_search_defaults_are_the_configs(monkeypatch):
 
 
 def test_search_option_becomes_method_options(monkeypatch):
-    calls = _captured(monkeypatch, search.study, "run_search")
+    calls = recorded_calls(monkeypatch, search.study, "run_search")
     args = ["search", "--task", "sst2", "--target", "t", "--method", "dare", "--option", "p=0.5"]
     res = CliRunner().invoke(app, [*args, "--option", "seed=3", "--no-pruning", "--top-k", "2"])
     assert res.exit_code == 0, res.output
@@ -71,7 +56,7 @@ def test_search_option_becomes_method_options(monkeypatch):
 
 
 def test_screen_defaults_are_the_functions(monkeypatch):
-    calls = _captured(monkeypatch, search.screen, "screen")
+    calls = recorded_calls(monkeypatch, search.screen, "screen")
     res = CliRunner().invoke(app, ["screen", "--task", "sst2", "--target", "t"])
     assert res.exit_code == 0, res.output
     _, kwargs = calls[0]

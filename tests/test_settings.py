@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import socket
@@ -28,7 +27,7 @@ from search.errors import SearchError
 from search.study import SearchConfig, default_storage, default_study_name, run_search, select_candidates
 from search.study.context import stored_config
 from search.study.storage import check_storage_url, open_storage
-from tests.search_world import SEARCH_SIZE
+from tests.search_world import SEARCH_SIZE, recorded_calls
 
 RUN_YAML = """\
 task: sst2
@@ -44,19 +43,6 @@ screen:
 """
 
 
-def _recorded(monkeypatch, module, name: str) -> list:
-    """Replace `module.name` by a recorder of its calls (signature kept: the CLI reads its defaults there)."""
-    calls: list = []
-
-    @functools.wraps(getattr(module, name))
-    def record(*args, **kwargs):
-        calls.append((args, kwargs))
-        raise SystemExit(0)
-
-    monkeypatch.setattr(module, name, record)
-    return calls
-
-
 @pytest.fixture()
 def run_yaml(tmp_path: Path) -> Path:
     path = tmp_path / "run.yaml"
@@ -69,7 +55,7 @@ def run_yaml(tmp_path: Path) -> Path:
 
 def test_config_file_sets_options_and_flags_override_it(monkeypatch, run_yaml):
     monkeypatch.delenv(ENV_DATA, raising=False)
-    calls = _recorded(monkeypatch, search.study, "run_search")
+    calls = recorded_calls(monkeypatch, search.study, "run_search")
     res = CliRunner().invoke(app, ["search", "--config", str(run_yaml), "--trials", "9"])
     assert res.exit_code == 0, res.output
     (config,), _ = calls[0]
@@ -78,7 +64,7 @@ def test_config_file_sets_options_and_flags_override_it(monkeypatch, run_yaml):
 
 
 def test_one_file_serves_screen_with_its_own_section(monkeypatch, run_yaml):
-    calls = _recorded(monkeypatch, search.screen, "screen")
+    calls = recorded_calls(monkeypatch, search.screen, "screen")
     res = CliRunner().invoke(app, ["screen", "--config", str(run_yaml)])
     assert res.exit_code == 0, res.output
     _, kwargs = calls[0]
@@ -99,7 +85,7 @@ def test_one_file_serves_screen_with_its_own_section(monkeypatch, run_yaml):
     ],
 )
 def test_a_bad_config_file_is_one_line_naming_the_file_and_key(monkeypatch, tmp_path, text, message):
-    _recorded(monkeypatch, search.study, "run_search")
+    recorded_calls(monkeypatch, search.study, "run_search")
     path = tmp_path / "run.yaml"
     path.write_text(text)
     res = CliRunner().invoke(app, ["search", "--config", str(path), "--target", "t"])
@@ -109,7 +95,7 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_key(monkeypatch, tmp_
 
 
 def test_taskvec_data_is_the_default_data_and_a_flag_beats_it(monkeypatch, tmp_path):
-    calls = _recorded(monkeypatch, search.study, "run_search")
+    calls = recorded_calls(monkeypatch, search.study, "run_search")
     monkeypatch.setenv(ENV_DATA, str(tmp_path / "glue"))
     base = ["search", "--task", "sst2", "--target", "t"]
     assert CliRunner().invoke(app, base).exit_code == 0
@@ -126,7 +112,7 @@ def test_taskvec_data_is_the_default_data_and_a_flag_beats_it(monkeypatch, tmp_p
     ],
 )
 def test_every_command_reading_glue_defaults_to_taskvec_data(monkeypatch, tmp_path, module, name, args):
-    calls = _recorded(monkeypatch, importlib.import_module(module), name)
+    calls = recorded_calls(monkeypatch, importlib.import_module(module), name)
     monkeypatch.setenv(ENV_DATA, str(tmp_path / "glue"))
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -138,7 +124,7 @@ def test_cache_dir_and_home_decide_where_vectors_go(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_HOME, str(tmp_path / "home"))
     assert vector_cache_dir() == tmp_path / "home" / "vectors"
     assert vector_cache_dir(tmp_path / "c") == tmp_path / "c" / "vectors"
-    calls = _recorded(monkeypatch, search.study, "run_search")
+    calls = recorded_calls(monkeypatch, search.study, "run_search")
     args = ["search", "--task", "sst2", "--target", "t", "--cache-dir", str(tmp_path / "c")]
     assert CliRunner().invoke(app, args).exit_code == 0
     assert calls[0][0][0].vector_cache == tmp_path / "c" / "vectors"
@@ -309,7 +295,9 @@ def test_search_remembers_its_data_seed_and_settings(screened_db, tmp_path, caps
     assert printed["data"] == str(screened_db.data) and printed["top-k"] == 16 and printed["seed"] == 0
     printed_file = tmp_path / "printed.yaml"
     printed_file.write_text(res.stdout)
-    calls = _recorded(monkeypatch, search.study, "run_search")  # the CLI's; this module's stays the real one
+    calls = recorded_calls(
+        monkeypatch, search.study, "run_search"
+    )  # the CLI's; this module's stays the real one
     assert CliRunner().invoke(app, ["search", "--config", str(printed_file)]).exit_code == 0
     again = calls[0][0][0]
     assert (
