@@ -11,6 +11,7 @@ from search.export.recipe import Interval, Recipe, Result, TaskScores
 from search.leaderboard.queries import get_row
 from search.scoring.settings import HUB_DATA
 from search.tasks.glue import get_task
+from search.tasks.naming import split_sources
 
 
 def _splits(scorer: dict[str, Any]) -> tuple[str, str, str]:
@@ -19,13 +20,8 @@ def _splits(scorer: dict[str, Any]) -> tuple[str, str, str]:
     glue = "GLUE" if data == HUB_DATA else f"the GLUE-layout folder {data}"
     size = scorer.get("search_size")
     sizes = ", ".join(f"{t} {n}" for t, n in size.items()) if isinstance(size, dict) else str(size)
-    if scorer.get("search_from", "train") == "train":
-        return data, f"{sizes} examples, a stratified sample of {glue} train", f"{glue} validation"
-    return (
-        data,
-        f"{sizes} examples, one stratified half of {glue} validation",
-        f"the other half of {glue} validation",
-    )
+    search, heldout = split_sources(scorer.get("search_from", "train"), glue=glue)
+    return data, f"{sizes} examples, {search}", heldout
 
 
 def result_of(row: dict[str, Any]) -> Result:

@@ -16,8 +16,8 @@ DISPLAY_NAMES = {"mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "sst2": "SST-2", 
 
 # search_from -> (where the search split comes from, what the held-out split is); see search.tasks.data.
 SPLIT_SOURCES = {
-    "train": ("a stratified sample of GLUE train", "GLUE validation"),
-    "validation": ("one stratified half of GLUE validation", "the other half of GLUE validation"),
+    "train": ("a stratified sample of {glue} train", "{glue} validation"),
+    "validation": ("one stratified half of {glue} validation", "the other half of {glue} validation"),
 }
 
 # A multi-task row's score is its objective over the tasks (search.study.objectives).
@@ -41,9 +41,11 @@ def metric_label(task: str) -> str:
         return "score ×100"
 
 
-def split_sources(search_from: str = "train") -> tuple[str, str]:
-    """(search split, held-out split) in words, for a study searched from `train` or `validation`."""
-    return SPLIT_SOURCES.get(search_from, (f"{search_from} (unknown source)", "its complement"))
+def split_sources(search_from: str = "train", *, glue: str = "GLUE") -> tuple[str, str]:
+    """(search split, held-out split) in words, for a study searched from `train` or `validation`;
+    `glue` names the data (a model card names a local folder)."""
+    search, heldout = SPLIT_SOURCES.get(search_from, (f"{search_from} (unknown source)", "its complement"))
+    return search.format(glue=glue), heldout.format(glue=glue)
 
 
 def search_from_of(row: Mapping[str, Any]) -> str:
