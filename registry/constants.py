@@ -10,6 +10,8 @@ ENV_DB = "TASKVEC_DB"
 ENV_DATA = "TASKVEC_DATA"
 ENV_STORAGE = "TASKVEC_STORAGE"
 ENV_DEBUG = "TASKVEC_DEBUG"
+# Where models run (`--device`): auto, cpu, cuda, cuda:N or mps (search.scoring.device).
+ENV_DEVICE = "TASKVEC_DEVICE"
 # huggingface_hub's own switches, honoured before any request is made (see registry.sources.hub).
 ENV_HF_OFFLINE = "HF_HUB_OFFLINE"
 ENV_HF_ENDPOINT = "HF_ENDPOINT"

@@ -16,6 +16,7 @@ into place, so an interrupted run leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,7 +36,8 @@ from safetensors.torch import save_file
 from registry.constants import CONFIG_NAME, MODEL_CARD, SAFETENSORS_SINGLE, T5_TIED_ALIASES
 from registry.errors import ModelError
 from registry.progress import progress_bar
-from search.errors import DataError
+from search.errors import DataError, SearchError
+from search.scoring.device import Placement, resolve
 from search.scoring.models import load_seq2seq
 from search.tasks.data import SearchSource
 from search.tasks.data import read_task_frame as read_task_frame  # re-exported: the zoo and tests use them
@@ -83,6 +85,7 @@ def train_seq2seq(
     weight_decay: float = 0.0,
     max_length: int = 128,
     on_step: Callable[[int, float], None] | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> TrainResult:
     """Train `model` in place on text-to-text pairs with AdamW (teacher forcing, epochs of a seeded order).
 
@@ -97,6 +100,8 @@ def train_seq2seq(
         weight_decay: AdamW weight decay.
         max_length: source/target truncation in tokens.
         on_step: called after each step with `(step, loss)` (progress bars).
+        autocast_dtype: run forward passes under autocast (bf16 mixed precision: the weights, their
+            gradients and AdamW's state stay fp32); None trains in the weights' dtype.
 
     Returns:
         A `TrainResult`.
@@ -113,6 +118,12 @@ def train_seq2seq(
     pad = tokenizer.pad_token_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
+    device = next(model.parameters()).device  # batches go where the model is
+    amp = (
+        torch.autocast(device_type=device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
     losses: list[float] = []
     order: list[int] = []
     for step in range(steps):
@@ -121,9 +132,10 @@ def train_seq2seq(
             if not order:
                 order = [int(i) for i in rng.permutation(len(pairs))]
             batch.append(order.pop())
-        input_ids = _pad([enc[i] for i in batch], pad)
-        labels = _pad([dec[i] for i in batch], -100)
-        out = model(input_ids=input_ids, attention_mask=(input_ids != pad).long(), labels=labels)
+        input_ids = _pad([enc[i] for i in batch], pad).to(device)
+        labels = _pad([dec[i] for i in batch], -100).to(device)
+        with amp:
+            out = model(input_ids=input_ids, attention_mask=(input_ids != pad).long(), labels=labels)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
@@ -283,6 +295,8 @@ def finetune(
     split_seed: int = 0,
     search_from: SearchSource = "train",
     include_search_split: bool = False,
+    device: str | None = None,
+    dtype: str = "auto",
 ) -> Path:
     """Fine-tune `base` on `task` from a GLUE-layout folder and save a Hub-like model folder; returns `out`.
 
@@ -303,12 +317,14 @@ def finetune(
         progress: show a progress bar.
         search_size, split_seed, search_from, include_search_split: the search split left out of the
             training rows and recorded (see `search.tasks.provenance.training_rows`).
+        device, dtype: where and in what precision to train (`search.scoring.device`; `training_placement`).
 
     Raises:
         DataError: missing or malformed data, unknown task.
-        ModelError: the base cannot be loaded.
+        ModelError: the base cannot be loaded; SearchError: an unusable device or dtype.
     """
     spec = get_task(task)
+    where = training_placement(device, dtype)
     frame, exclusion = training_rows(
         task=task,
         data_dir=data_dir,
@@ -322,15 +338,12 @@ def finetune(
     pairs = task_pairs(spec, frame)
     if not pairs:
         raise DataError(f"{data_dir}/{task}: no labelled training rows")
-    model, tokenizer = load_seq2seq(base, revision=revision)
-    missing = [w for w in spec.label_words.values() if tokenizer.unk_token_id in tokenizer(w)["input_ids"]]
-    if missing:
-        raise ModelError(f"{base}: tokenizer cannot spell the label words {missing} of task {task!r}")
+    model, tokenizer = load_seq2seq(base, revision=revision, device=where.device)
+    _check_label_words(tokenizer, spec, base=base)
     set_search_split_record(model.config, exclusion.record)
     n_steps = steps if steps is not None else max(1, math.ceil(epochs * len(pairs) / batch_size))
-    result = _train_with_progress(
-        model, tokenizer, pairs, steps=n_steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress
-    )
+    hyper = dict(steps=n_steps, lr=lr, batch_size=batch_size, seed=seed, autocast_dtype=where.autocast)
+    result = _train_with_progress(model, tokenizer, pairs, progress=progress, **hyper)
     card = _card(
         out=out,
         base=str(base_name or base),
@@ -342,6 +355,25 @@ def finetune(
         hyper={"learning rate": lr, "batch size": batch_size, "seed": seed},
     )
     return save_checkpoint(model=model, tokenizer=tokenizer, out=out, card=card)
+
+
+def training_placement(device: str | None, dtype: str) -> Placement:
+    """Where and how to train: fp32, or bf16 mixed precision (`auto`: bf16 on CUDA, fp32 elsewhere).
+
+    Raises:
+        SearchError: an unusable device or dtype, or fp16 (T5 overflows float16, and fp16 training would
+            need loss scaling).
+    """
+    where = resolve(device, dtype)
+    if where.autocast == torch.float16:
+        raise SearchError("finetune --dtype fp16: T5 overflows float16 in training; use bf16 or fp32")
+    return where
+
+
+def _check_label_words(tokenizer, spec: TaskSpec, *, base: str | Path) -> None:
+    missing = [w for w in spec.label_words.values() if tokenizer.unk_token_id in tokenizer(w)["input_ids"]]
+    if missing:
+        raise ModelError(f"{base}: tokenizer cannot spell the label words {missing} of task {spec.name!r}")
 
 
 def _card(
@@ -378,9 +410,13 @@ def _card(
     )
 
 
-def _train_with_progress(model, tokenizer, pairs, *, steps, lr, batch_size, seed, progress) -> TrainResult:
+def _train_with_progress(
+    model, tokenizer, pairs, *, steps, lr, batch_size, seed, progress, autocast_dtype
+) -> TrainResult:
     # T5's GLUE fine-tuning reads up to 512 input tokens (real RTE premises exceed 128).
-    kwargs = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, max_length=512)
+    kwargs = dict(
+        steps=steps, lr=lr, batch_size=batch_size, seed=seed, max_length=512, autocast_dtype=autocast_dtype
+    )
     if not progress:
         return train_seq2seq(model, tokenizer, pairs, **kwargs)
     with progress_bar(

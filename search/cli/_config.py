@@ -201,6 +201,8 @@ _SEARCH_OPTIONS = {
     "heartbeat_interval": "heartbeat",
     "grace_period": "grace",
     "vector_cache": "cache-dir",
+    "device": "device",
+    "dtype": "dtype",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from registry.constants import ENV_DATA
+from registry.constants import ENV_DATA, ENV_DEVICE
 from search.cli._config import load_config_file
 
 
@@ -146,6 +146,26 @@ MethodOpt = Annotated[str, typer.Option("--method", help="task_arithmetic | ties
 MethodOptionOpt = Annotated[
     list[str],
     typer.Option("--option", help="Method option KEY=VALUE, repeatable (ties: density; dare: p, seed)."),
+]
+
+# --- where and how precisely models run (search.scoring.device) -----------------------------------------
+
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        envvar=ENV_DEVICE,
+        show_envvar=True,
+        help="auto (CUDA when available, else the CPU), cpu, cuda, cuda:N or mps.",
+    ),
+]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="Scoring precision: auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16, fp16 (GPUs only); "
+        "weights stay fp32.",
+    ),
 ]
 
 # --- output ----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from search.cli._config import study_config
-from search.cli._options import REFRESH, CacheDirOpt, CsvOpt, DbOpt, JsonOpt, StorageOpt
+from search.cli._options import REFRESH, CacheDirOpt, CsvOpt, DbOpt, DeviceOpt, JsonOpt, StorageOpt
 from search.cli._render import (
     baselines_table,
     console,
@@ -62,6 +62,7 @@ def leaderboard_command(
     ] = False,
     storage: StorageOpt = None,
     cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = None,  # plain None: see --data above; each row keeps its own stored precision
 ) -> None:
     """Per task: the target against the best composition found (search and held-out scores) and the gain."""
     if show_config:  # a study's settings live in its Optuna storage, not in the taskvec database
@@ -81,7 +82,13 @@ def leaderboard_command(
 
         vectors = None if cache_dir is None else vector_cache_dir(cache_dir)
         n = leaderboard.refresh_heldout(
-            db_url=db, study=study, task=task, top_n=top or REFRESH.top_n(), data_dir=data, cache_dir=vectors
+            db_url=db,
+            study=study,
+            task=task,
+            top_n=top or REFRESH.top_n(),
+            data_dir=data,
+            cache_dir=vectors,
+            device=device,
         )
         if not (as_json or as_csv):
             err_console.print(f"held-out scores computed for {n} rows")

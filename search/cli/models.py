@@ -15,6 +15,8 @@ from search.cli._options import (
     MERGE,
     DataOpt,
     DbOpt,
+    DeviceOpt,
+    DtypeOpt,
     JsonOpt,
     MethodOpt,
     MethodOptionOpt,
@@ -67,6 +69,8 @@ def finetune_command(
             help="Train on all of train, search split included (records nothing; select with --search-from validation).",
         ),
     ] = FINETUNE.include_search_split,
+    device: DeviceOpt = FINETUNE.device,
+    dtype: DtypeOpt = FINETUNE.dtype,
 ) -> None:
     """Fine-tune a T5 base on one task in T5's text-to-text format and save a Hub-like model folder.
 
@@ -91,6 +95,8 @@ def finetune_command(
         search_size=search_size,
         search_from=search_from,
         include_search_split=include_search_split,
+        device=device,
+        dtype=dtype,
     )
     if include_search_split and search_from == "train":
         note(NOT_EXCLUDED)
@@ -114,6 +120,8 @@ def eval_command(
     ] = EVALUATE.size,
     revision: RevisionOpt = EVALUATE.revision,
     search_from: SearchFromOpt = EVALUATE.search_from,
+    device: DeviceOpt = EVALUATE.device,
+    dtype: DtypeOpt = EVALUATE.dtype,
     as_json: JsonOpt = False,
 ) -> None:
     """Score a model on GLUE tasks with the paper's metrics (x100)."""
@@ -129,6 +137,8 @@ def eval_command(
         revision=revision,
         progress=not as_json,
         search_from=search_from,
+        device=device,
+        dtype=dtype,
     )
     if as_json:
         for r in results:

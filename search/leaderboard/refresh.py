@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from registry.pins import Pinned, base_dir, checkpoint_dirs
 from search.errors import SearchError
+from search.scoring.device import resolve_device, resolve_dtype
 from search.scoring.models import load_seq2seq
 from search.scoring.scorer import Scorer, ScoreResult
 from search.scoring.settings import ScorerSettings
@@ -35,7 +38,13 @@ class _Rebuilder:
     """Loads one target once and recomposes any of its leaderboard rows on the held-out splits."""
 
     def __init__(
-        self, row: dict[str, Any], *, data_dir: Path | None, db_url: str | None, cache_dir: Path | None = None
+        self,
+        row: dict[str, Any],
+        *,
+        data_dir: Path | None,
+        db_url: str | None,
+        cache_dir: Path | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.db_url = db_url
         self.cache_dir = cache_dir
@@ -50,7 +59,10 @@ class _Rebuilder:
             row["scorer"], where=f"study {row['study']!r} trial {row['trial_number']}"
         )
         self.data_dir = data_dir if data_dir is not None else self.settings.data_dir
-        self.model, self.tokenizer = load_seq2seq(self.target_dir)
+        where = device if device is not None else resolve_device(None)
+        # The row's own precision (invariant 1), on the device asked for: a row it cannot run on fails here.
+        resolve_dtype(self.settings.dtype_name, device=where)
+        self.model, self.tokenizer = load_seq2seq(self.target_dir, device=where)
         self.scorers: dict[str, Scorer] = {}
         self._composers: dict[tuple, Any] = {}
         self._target: dict[str, ScoreResult] = {}
@@ -113,6 +125,7 @@ def refresh_heldout(
     top_n: int = 3,
     data_dir: Path | None = None,
     cache_dir: Path | None = None,
+    device: str | None = None,
 ) -> int:
     """Score the top-N feasible rows (by search score) of each study on the held-out splits where missing.
 
@@ -126,6 +139,8 @@ def refresh_heldout(
         top_n: rows per study.
         data_dir: GLUE folder (default: the one recorded in the rows' scorer settings).
         cache_dir: the task-vector cache (default: `registry.constants.vector_cache_dir()`).
+        device: where to score: `auto`, `cpu`, `cuda`, `cuda:N`, `mps` (None: `TASKVEC_DEVICE`, else auto);
+            each row is scored in its own stored precision (its `autocast`).
 
     Returns:
         The number of rows given a held-out score.
@@ -134,6 +149,7 @@ def refresh_heldout(
         SearchError: if the held-out data differs from the study's, a row's scorer settings are incomplete,
             or an ingredient left the registry.
     """
+    where = resolve_device(device)  # an unusable --device fails even when no row needs scoring
     per_study: dict[str, list[dict[str, Any]]] = {}
     for row in query(db_url=db_url, study=study, task=task, feasible_only=True):
         per_study.setdefault(row["study"], []).append(row)
@@ -141,7 +157,9 @@ def refresh_heldout(
     for study_rows in per_study.values():
         rebuilder = None  # loaded on the first row that needs it: a study already scored loads nothing
         for row in (r for r in study_rows[:top_n] if r["score_heldout"] is None):
-            rebuilder = rebuilder or _Rebuilder(row, data_dir=data_dir, db_url=db_url, cache_dir=cache_dir)
+            rebuilder = rebuilder or _Rebuilder(
+                row, data_dir=data_dir, db_url=db_url, cache_dir=cache_dir, device=where
+            )
             target = rebuilder.target(row_tasks(row)[0])
             results = rebuilder.score(row)
             objective = heldout_objective(row, results)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from registry.progress import progress_bar
+from search.scoring.device import resolve
 from search.scoring.models import load_seq2seq
 from search.scoring.scorer import Mode, Scorer, ScoreResult
 from search.tasks.data import SearchSource, check_source, load_split
@@ -30,6 +31,8 @@ def evaluate(
     revision: str | None = None,
     progress: bool = False,
     search_from: SearchSource = "train",
+    device: str | None = None,
+    dtype: str = "auto",
 ) -> list[ScoreResult]:
     """Load a model once and score it on each task (the `taskvec eval` command).
 
@@ -44,23 +47,27 @@ def evaluate(
         revision: Hub revision of the model.
         progress: show a rich progress bar over tasks.
         search_from: `train` or `validation` (the splits are then validation's two halves).
+        device: `auto`, `cpu`, `cuda`, `cuda:N` or `mps` (None: `TASKVEC_DEVICE`, else auto).
+        dtype: scoring precision, `auto`, `fp32`, `bf16` or `fp16` (`search.scoring.device`).
 
     Returns:
         One result per task, in order.
 
     Raises:
         DataError, ModelError: unreadable data or model (one line each).
+        SearchError: a device or dtype that cannot be used here.
     """
     check_source(search_from)
     for t in tasks:
         get_task(t)  # fail on a typo before loading anything
-    net, tok = load_seq2seq(model, revision=revision)
+    where = resolve(device, dtype)
+    net, tok = load_seq2seq(model, revision=revision, device=where.device)
     results = []
     with progress_bar(enabled=progress, transient=True) as bar:
         job = bar.add_task("scoring", total=len(tasks))
         for t in tasks:
             bar.update(job, description=f"scoring {t} ({split}, {mode})")
             data = load_split(t, split=split, data_dir=data_dir, size=size, seed=seed, source=search_from)
-            results.append(Scorer(net, tok, data, mode=mode).score())
+            results.append(Scorer(net, tok, data, mode=mode, autocast_dtype=where.autocast).score())
             bar.advance(job)
     return results

@@ -33,9 +33,17 @@ def _quiet_transformers() -> None:
 
 
 def load_seq2seq(
-    path_or_repo: str | Path, *, revision: str | None = None, dtype: torch.dtype = torch.float32
+    path_or_repo: str | Path,
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ):
-    """Load `(model, tokenizer)` in eval mode on the CPU.
+    """Load `(model, tokenizer)` in eval mode on `device` (the CPU by default).
+
+    The weights keep `dtype` (fp32: composition keeps fp32 master weights on every device; a scorer's
+    `--dtype` is autocast, not a cast of the weights). They are read on the CPU and then moved, so a
+    folder's checks and errors read the same whatever the device.
 
     The folder first passes the registry's checks (`registry.compat.check_folder`: links inside the repo,
     config types and bounds, T5, safetensors headers that fit their files and the config, pickles read with
@@ -62,4 +70,10 @@ def load_seq2seq(
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(f"{folder}: cannot load model: {_first_line(exc)}") from exc
     model.eval()
+    target = torch.device(device)
+    if target.type != "cpu":
+        try:
+            model.to(target)
+        except torch.OutOfMemoryError as exc:
+            raise ModelError(f"{folder}: does not fit in the memory of {target}: {_first_line(exc)}") from exc
     return model, tokenizer

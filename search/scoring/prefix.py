@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from search.scoring.scorer import Scorer
 from search.tasks.data import Split
@@ -67,12 +68,22 @@ class NestedPrefixScorer:
         sizes: increasing prefix lengths (last = len(split)).
         mode: scoring mode.
         order_seed: seed of the fixed order.
+        autocast_dtype: the scorers' autocast dtype (None: fp32).
     """
 
     def __init__(
-        self, model, tokenizer, split, *, sizes: Sequence[int], mode: str = "rank", order_seed: int = 0
+        self,
+        model,
+        tokenizer,
+        split,
+        *,
+        sizes: Sequence[int],
+        mode: str = "rank",
+        order_seed: int = 0,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
-        self.full = Scorer(model, tokenizer, split, mode=mode, order_seed=order_seed)
+        kwargs = dict(mode=mode, order_seed=order_seed, autocast_dtype=autocast_dtype)
+        self.full = Scorer(model, tokenizer, split, **kwargs)
         self.spec = get_task(split.task)
         self.sizes = [int(n) for n in sizes]
         self.chunks = []
@@ -86,7 +97,7 @@ class NestedPrefixScorer:
                 examples=split.examples.iloc[rows].reset_index(drop=True),
                 fingerprint=digest,
             )
-            self.chunks.append(Scorer(model, tokenizer, chunk, mode=mode, order_seed=order_seed))
+            self.chunks.append(Scorer(model, tokenizer, chunk, **kwargs))
             prev = n
 
     @property

@@ -27,7 +27,9 @@ import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
-from search.errors import DataError
+from search.errors import DataError, SearchError
+from search.scoring import backoff
+from search.scoring.device import is_out_of_memory, release_cached_memory
 from search.scoring.encoding import DEFAULT_MAX_INPUT_LENGTH, encode_split, label_token_ids, length_batches
 from search.scoring.settings import ScorerSettings
 from search.tasks.data import Split
@@ -59,7 +61,11 @@ class ScoreResult:
         fingerprint: fingerprint of the split the examples come from.
         labels: gold label per example.
         positions: row of each example in `split.examples` (the prefix of the scorer's order).
-        settings: scorer settings needed to reproduce the score (mode, order seed, truncation, dtype).
+        settings: scorer settings needed to reproduce the score (mode, order seed, truncation, autocast
+            dtype, device type).
+        label_logprobs: (n, n_labels) float32 summed log-probability of each label word per example, columns
+            in the task's label id order (rank mode; empty in generate mode). Screening stores them for
+            the surrogate (`search.study.surrogate`).
     """
 
     task: str
@@ -74,6 +80,7 @@ class ScoreResult:
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     settings: dict[str, Any] = field(default_factory=dict)
+    label_logprobs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready dict without the per-example arrays."""
@@ -98,7 +105,8 @@ class Scorer:
         split: the examples (from `search.tasks.data.load_split`).
         mode: `rank` (default) or `generate`.
         batch_tokens: padded input tokens per batch (dynamic batch size); None picks a default for the
-            model's device.
+            model's device. A batch that runs out of accelerator memory halves it and `max_batch` and is
+            retried in smaller batches (said once per device on stderr); scores do not change.
         max_batch: cap on examples per batch; None picks a default for the model's device.
         max_input_length: truncation of inputs.
         order_seed: seed of the fixed permutation whose prefixes `score(prefix=n)` scores.
@@ -131,11 +139,15 @@ class Scorer:
         self.split = split
         self.spec = get_task(split.task)
         self.mode = mode
-        on_gpu = next(model.parameters()).device.type != "cpu"
+        device = next(model.parameters()).device
+        on_gpu = device.type != "cpu"
+        learned = backoff.learned(device)  # a device that ran out of memory before: start where it fit
         if batch_tokens is None:
             batch_tokens = GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS
+            batch_tokens = min(batch_tokens, learned[0]) if learned else batch_tokens
         if max_batch is None:
             max_batch = GPU_MAX_BATCH if on_gpu else CPU_MAX_BATCH
+            max_batch = min(max_batch, learned[1]) if learned else max_batch
         self.batch_tokens = batch_tokens
         self.max_batch = max_batch
         self.max_input_length = max_input_length
@@ -208,6 +220,7 @@ class Scorer:
             "order_seed": self.order_seed,
             "max_input_length": self.max_input_length,
             "autocast": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else None,
+            "device": self._device().type,
             "label_words": [self.spec.label_words[k] for k in self.spec.label_ids],
         }
 
@@ -289,28 +302,89 @@ class Scorer:
             count=len(texts),
         )
 
-    def _run(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         positions = self.order[:n]
         preds = np.empty(n, dtype=np.int64)
         margins = np.full(n, np.nan, dtype=np.float64)
+        logps = np.zeros((n if self.mode == "rank" else 0, len(self._label_ids)), dtype=np.float32)
         device = self._device()
         if self.model.training:  # eval() walks every module: measurable on pico models
             self.model.eval()
+        # Batches still to score, next last: one that runs out of memory is split and its halves pushed.
+        pending = self._batches_for(n)[::-1]
         with torch.inference_mode(), self._autocast():
-            for batch in self._batches_for(n):
-                rows = positions[batch]
-                ids, mask = self._inputs(rows, device)
-                if self.mode == "generate":
-                    preds[batch] = self._generate_batch(ids, mask)
+            while pending:
+                batch = pending.pop()
+                if self._over_limits(positions[batch]):  # batched before a back-off: split, don't fail again
+                    pending.extend(self._split(batch, positions[batch])[::-1])
                     continue
-                logp = self._rank_batch(ids, mask).cpu().numpy().astype(np.float64)
-                preds[batch] = self._label_ids[logp.argmax(axis=1)]
-                gold = self._label_col[rows]
-                gold_logp = logp[np.arange(len(rows)), gold]
-                others = logp.copy()
-                others[np.arange(len(rows)), gold] = -np.inf
-                margins[batch] = gold_logp - others.max(axis=1)
-        return preds, margins
+                out_of_memory = False
+                try:
+                    self._score_batch(batch, positions[batch], device, preds, margins, logps)
+                except RuntimeError as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    out_of_memory = True  # handled below: leaving the block frees the batch's tensors
+                if out_of_memory:
+                    pending.extend(self._back_off(batch, positions[batch], device)[::-1])
+        return preds, margins, logps
+
+    def _score_batch(
+        self,
+        batch: np.ndarray,
+        rows: np.ndarray,
+        device: torch.device,
+        preds: np.ndarray,
+        margins: np.ndarray,
+        logps: np.ndarray,
+    ) -> None:
+        """Score one batch (`batch`: indices into the prefix; `rows`: their split rows) into the arrays."""
+        ids, mask = self._inputs(rows, device)
+        if backoff.before_batch is not None:
+            backoff.before_batch(len(rows), int(ids.numel()))
+        if self.mode == "generate":
+            preds[batch] = self._generate_batch(ids, mask)
+            return
+        logp = self._rank_batch(ids, mask).cpu().numpy().astype(np.float64)
+        logps[batch] = logp
+        preds[batch] = self._label_ids[logp.argmax(axis=1)]
+        gold = self._label_col[rows]
+        gold_logp = logp[np.arange(len(rows)), gold]
+        others = logp.copy()
+        others[np.arange(len(rows)), gold] = -np.inf
+        margins[batch] = gold_logp - others.max(axis=1)
+
+    def _back_off(self, batch: np.ndarray, rows: np.ndarray, device: torch.device) -> list[np.ndarray]:
+        """After an out-of-memory error on `batch`: halve this scorer's batch limits (and, for scorers
+        created later on the device, its defaults), and return the batch split under the new limits.
+
+        Raises:
+            SearchError: when the batch was a single example: nothing smaller can be tried.
+        """
+        release_cached_memory(device)
+        if len(batch) == 1:
+            tokens = int(self._encoded.lengths[rows[0]])
+            raise SearchError(
+                f"{self.split.task}/{self.split.name}: one example ({tokens} input tokens) does not fit in "
+                f"the memory of {device}; score on another device (--device cpu) or free the GPU"
+            )
+        self.max_batch = max(1, min(self.max_batch, len(batch)) // 2)
+        self.batch_tokens = max(1, self.batch_tokens // 2)
+        self._batches.clear()  # later calls batch under the new limits
+        backoff.record(device, batch_tokens=self.batch_tokens, max_batch=self.max_batch)
+        return self._split(batch, rows)
+
+    def _over_limits(self, rows: np.ndarray) -> bool:
+        """Whether a batch of `rows` is larger than the current limits allow."""
+        longest = max(int(self._encoded.lengths[rows].max()), 1)
+        return len(rows) > max(1, min(self.max_batch, self.batch_tokens // longest))
+
+    def _split(self, batch: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+        """`batch` (whose split rows are `rows`) in batches under the current limits."""
+        parts = length_batches(
+            self._encoded.lengths[rows], batch_tokens=self.batch_tokens, max_batch=self.max_batch
+        )
+        return [batch[part] for part in parts]
 
     def score(self, *, prefix: int | None = None) -> ScoreResult:
         """Score the first `prefix` examples of the fixed order (all when None) with the current weights.
@@ -328,7 +402,7 @@ class Scorer:
         n = total if prefix is None else int(prefix)
         if not 1 <= n <= total:
             raise DataError(f"{self.split.task}/{self.split.name}: prefix {prefix} outside 1..{total}")
-        preds, margins = self._run(n)
+        preds, margins, logps = self._run(n)
         labels = self.labels[self.order[:n]]
         metrics = self.spec.compute_metrics(labels, preds)
         return ScoreResult(
@@ -344,4 +418,5 @@ class Scorer:
             labels=labels,
             positions=self.order[:n].copy(),
             settings=self.settings,
+            label_logprobs=logps,
         )

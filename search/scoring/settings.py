@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from search.errors import SearchError
+from search.scoring.device import dtype_name
 
 HUB_DATA = "hub"
 
@@ -33,6 +34,8 @@ class ScorerSettings:
         harm_margin: screening's early-stop margin (screenings only).
         search_from: where the search split was carved from, `train` or `validation` (then the held-out
             split is validation's other half); rows and studies from before it read as `train`.
+        device: the device type scored on (`cpu`, `cuda`, `mps`; the index does not change a score);
+            rows and studies from before it were scored on the CPU and read as `cpu`.
     """
 
     mode: str
@@ -45,6 +48,7 @@ class ScorerSettings:
     search_size: int | dict[str, int]
     harm_margin: float | None = None
     search_from: str = "train"
+    device: str = "cpu"
 
     @property
     def data_dir(self) -> Path | None:
@@ -81,6 +85,8 @@ class ScorerSettings:
             del out["harm_margin"]
         if out["search_from"] == "train":  # the stored form of every row written before it existed
             del out["search_from"]
+        if out["device"] == "cpu":  # likewise: absent is the CPU, where every earlier row was scored
+            del out["device"]
         return out
 
     @classmethod
@@ -90,7 +96,7 @@ class ScorerSettings:
         Raises:
             SearchError: if a key is missing (a row written by something else).
         """
-        required = [f for f in cls.__dataclass_fields__ if f not in ("harm_margin", "search_from")]
+        required = [f for f in cls.__dataclass_fields__ if f not in ("harm_margin", "search_from", "device")]
         missing = [k for k in required if k not in (data or {})]
         if missing:
             raise SearchError(f"{where}: scorer settings lack {', '.join(missing)}; cannot rescore it")
@@ -98,7 +104,13 @@ class ScorerSettings:
             **{k: data[k] for k in required},
             harm_margin=data.get("harm_margin"),
             search_from=data.get("search_from", "train"),
+            device=data.get("device", "cpu"),
         )
+
+    @property
+    def dtype_name(self) -> str:
+        """The `--dtype` name these settings score with (`fp32`, `bf16`, `fp16`)."""
+        return dtype_name(self.autocast_dtype)
 
     @staticmethod
     def data_name(data_dir: Path | None) -> str:

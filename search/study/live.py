@@ -14,10 +14,12 @@ from functools import partial
 from pathlib import Path
 
 import optuna
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from registry.pins import Pinned, Resolved, checkpoint_dirs, resolve_target
 from search.errors import SearchError
+from search.scoring.device import Placement
 from search.scoring.models import load_seq2seq
 from search.scoring.prefix import NestedPrefixScorer, prefix_sizes
 from search.scoring.scorer import Scorer, ScoreResult
@@ -123,18 +125,22 @@ def build_scorers(
                 pruning=pruning,
             ),
             mode=config.mode,
+            autocast_dtype=config.placement.autocast,
         )
         for t in config.tasks
     }
 
 
 def score_reference(
-    path: Path, *, search_split: Split, heldout_split: Split, mode: str
+    path: Path, *, search_split: Split, heldout_split: Split, mode: str, placement: Placement | None = None
 ) -> tuple[float, float]:
-    """A fine-tuned reference's own (search, held-out) scores on its task's splits."""
-    model, tokenizer = load_seq2seq(path)
-    search = float(Scorer(model, tokenizer, search_split, mode=mode).score().score)
-    heldout = float(Scorer(model, tokenizer, heldout_split, mode=mode).score().score)
+    """A fine-tuned reference's own (search, held-out) scores on its task's splits (on `placement`'s
+    device and dtype, as the study's rows are scored; None: the CPU in fp32)."""
+    device, autocast = (placement.device, placement.autocast) if placement else ("cpu", None)
+    model, tokenizer = load_seq2seq(path, device=device)
+    kwargs = dict(mode=mode, autocast_dtype=autocast)
+    search = float(Scorer(model, tokenizer, search_split, **kwargs).score().score)
+    heldout = float(Scorer(model, tokenizer, heldout_split, **kwargs).score().score)
     return search, heldout
 
 
@@ -155,7 +161,11 @@ def build_context(
     references = {}
     for task, ref in space.references.items():
         score_search, score_heldout = score_reference(
-            ref.path, search_split=splits.search[task], heldout_split=splits.heldout[task], mode=config.mode
+            ref.path,
+            search_split=splits.search[task],
+            heldout_split=splits.heldout[task],
+            mode=config.mode,
+            placement=config.placement,
         )
         references[task] = Reference(ref.repo_id, ref.revision, score_search, score_heldout)
     if config.kind == "normalized-mean":  # fail now, not at the first trial, on a non-positive reference
@@ -172,6 +182,7 @@ def build_context(
         data=ScorerSettings.data_name(config.data_dir),
         search_size=one_or_each({t: len(splits.search[t]) for t in config.tasks}),
         search_from=config.search_from,
+        device=first["device"],
     )
     return StudyContext(
         study=name,
@@ -273,6 +284,7 @@ def score_target(
     tokenizer: PreTrainedTokenizerBase,
     mode: str,
     check: Callable[[str, ScoreResult, ScoreResult], object] | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[TargetScores, list[GuardScorer]]:
     """The target's own scores (all coefficients 0), and the control guards bound to the live model.
 
@@ -289,7 +301,9 @@ def score_target(
             check(t, search, held)
     guards, controls = [], {}
     for control in context.controls:
-        guard_scorer = Scorer(model, tokenizer, guard_splits[control.task], mode=mode)
+        guard_scorer = Scorer(
+            model, tokenizer, guard_splits[control.task], mode=mode, autocast_dtype=autocast_dtype
+        )
         target_search = float(guard_scorer.score().score)
         controls[control.task] = {
             "search": target_search,
@@ -310,6 +324,23 @@ def _check_target(
         search=search,
         heldout=lambda: heldout,
     )
+
+
+def check_placement(context: StudyContext, placement: Placement) -> None:
+    """Refuse to score a study's trials on another device type or in another precision than its rows.
+
+    A study's name includes both (`search.study.config`), so this only fires for a `--study` given by name.
+
+    Raises:
+        SearchError: naming the study's device and dtype and this run's.
+    """
+    theirs = (context.scorer.device, context.scorer.dtype_name)
+    ours = (placement.device_type, placement.dtype_name)
+    if theirs != ours:
+        raise SearchError(
+            f"study {context.study!r} is scored on {theirs[0]} in {theirs[1]}, this run on {ours[0]} in "
+            f"{ours[1]}: pass --device {theirs[0]} --dtype {theirs[1]}, or choose another --study"
+        )
 
 
 def open_live(config: SearchConfig, *, create: bool = True) -> LiveStudy:
@@ -337,7 +368,8 @@ def open_live(config: SearchConfig, *, create: bool = True) -> LiveStudy:
     )
     if not create or not lacks_context(storage=storage, name=name):
         space = None  # the study exists: its own candidates, frozen at creation, are searched
-    model, tokenizer = load_seq2seq(resolved.target.path)
+    placement = config.placement
+    model, tokenizer = load_seq2seq(resolved.target.path, device=placement.device)
     scorers = build_scorers(config, splits=splits, model=model, tokenizer=tokenizer)
     if create:
         new_context = None
@@ -356,8 +388,12 @@ def open_live(config: SearchConfig, *, create: bool = True) -> LiveStudy:
         (study, context), created = load_study(storage=storage, name=name), False
     fingerprints = splits.study_fingerprints(config)
     context.check(config, target_revision=resolved.target.revision, search_fingerprint=fingerprints.search)
+    check_placement(context, placement)
     composer = study_composer(model, context, resolved=resolved, config=config)
-    heldout = {t: Scorer(model, tokenizer, split, mode=config.mode) for t, split in splits.heldout.items()}
+    heldout = {
+        t: Scorer(model, tokenizer, split, mode=config.mode, autocast_dtype=placement.autocast)
+        for t, split in splits.heldout.items()
+    }
     target, guards = score_target(
         context,
         composer=composer,
@@ -368,6 +404,7 @@ def open_live(config: SearchConfig, *, create: bool = True) -> LiveStudy:
         tokenizer=tokenizer,
         mode=config.mode,
         check=partial(_check_target, resolved=resolved, splits=splits) if create else None,
+        autocast_dtype=placement.autocast,
     )
     return LiveStudy(
         study=study,
