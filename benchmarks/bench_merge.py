@@ -12,7 +12,8 @@ measured side by side in one run:
 - RSS: peak of the process, and the growth of RSS over 10 composer applications (0: no allocation).
 
 Vector contents do not change memory traffic, so vectors are filled with constants (a different one per
-vector, so no two share memory). t5-base at K=16 stores vectors in bf16 (7 GB instead of 14 GB of fp32,
+vector, so no two share memory); each tensor's K vectors are the rows of one buffer, as the composer
+stacks them (it then uses them in place). t5-base at K=16 stores vectors in bf16 (7 GB instead of 14 GB of fp32,
 on a machine shared with others), like the optional bf16 vector cache; its bytes are counted as bf16.
 
 With `--zoo DIR` (a built pico zoo) it also measures the score effect of bf16 vector storage: the pico
@@ -94,11 +95,14 @@ def best_times(fns: dict, *, repeats: int) -> dict[str, float]:
 
 def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, repeats: int) -> dict:
     n = sum(t.numel() for t in thetas.values())
+    # Each tensor's K deltas are the rows of one [K, n] buffer, which the composer uses in place: a
+    # t5-base K=16 world then holds its vectors once (7 GB in bf16), not twice.
+    stacks = {name: torch.empty((k, t.numel()), dtype=dtype) for name, t in thetas.items()}
+    for stack in stacks.values():
+        for i, row in enumerate(stack):
+            row.fill_(1e-4 * (i + 1))
     vectors = [
-        TaskVector(
-            {name: torch.full(t.shape, 1e-4 * (i + 1), dtype=dtype) for name, t in thetas.items()},
-            vector_id=f"v{i}",
-        )
+        TaskVector({name: stacks[name][i].view(t.shape) for name, t in thetas.items()}, vector_id=f"v{i}")
         for i in range(k)
     ]
     coefs = [0.5 - 0.05 * i for i in range(k)]
@@ -137,11 +141,14 @@ def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, 
     elem = torch.tensor([], dtype=dtype).element_size()
     copy_bw = 2 * n * 4 / t_copy
     comp_bw = (2 * n * 4 + k * n * elem) / t_comp
-    composer = vectors = None  # free before the next K
+    home, storage = composer.home, str(composer.storage).removeprefix("torch.")
+    composer = vectors = stacks = None  # free before the next K
     gc.collect()
     return {
         "k": k,
         "vector_dtype": str(dtype).removeprefix("torch."),
+        "composer_home": home,
+        "composer_storage": storage,
         "params_m": round(n / 1e6, 1),
         "copy_s": round(t_copy, 4),
         "composer_s": round(t_comp, 4),

@@ -1,8 +1,9 @@
 """The composer: the search's hot path, rewriting a live model as theta_T + combine(tau_1..tau_K; lambda).
 
-It keeps the target's weights and the K vectors as contiguous buffers and, for each coefficient vector,
-rewrites the model's parameters in place, recomputed from theta_T every time (no drift), in cache-sized
-chunks so each chunk of the output stays in cache while the vectors stream past it once. `merge_state`
+It keeps the target's fp32 weights and each tensor's K vectors as one `[K, n]` stack (on the model's
+device, or streamed from pinned host memory: `search.vectors.placement`) and, for each coefficient vector,
+rewrites the model's parameters in place, recomputed from theta_T every time (no drift), chunk by chunk in
+one fused matrix-vector pass that reads every vector once and writes every parameter once. `merge_state`
 is the from-scratch reference it is tested against.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -25,9 +26,11 @@ from search.vectors.checkpoint import (
     model_parameters,
 )
 from search.vectors.methods import get_method
+from search.vectors.placement import Home, Stager, host_block, vector_home
 from search.vectors.taskvector import TaskVector
 
-# Elements per chunk of the composer: 256K fp32 = 1 MiB, which stays in L2 while K vectors stream past.
+# Elements per chunk of the composer's methods with scratch (TIES) and the most per 16-bit chunk on the CPU:
+# 256K fp32 = 1 MiB, which stays in L2 while K vectors stream past.
 CHUNK = 1 << 18
 # The largest |coefficient| accepted anywhere (screening grid, search bound, merge --add). Useful ones are
 # O(1): the paper's and FusionBench's grids stay within [0, 1.5], and at 100 a vector already outweighs
@@ -75,13 +78,57 @@ def _target_tensors(
         yield name, ckpt.get(name)
 
 
+class _Entry(NamedTuple):
+    """One parameter: where it is written, its fp32 master copy, and its K prepared vectors."""
+
+    out: torch.Tensor  # the parameter's data, flat
+    theta: torch.Tensor  # fp32 master weights, flat, on the model's device
+    stack: torch.Tensor | None  # [K, n] prepared vectors on the model's device (home `device`)
+    blocks: list[torch.Tensor]  # chunk-major [K, m] host blocks (home `streamed`)
+
+
+def _stacked_rows(taus: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """`taus` as one `[K, n]` view when they already are the rows of one buffer (no copy), else None."""
+    first = taus[0]
+    if not first.is_contiguous():
+        return None
+    n, elem = first.numel(), first.element_size()
+    step = (taus[1].data_ptr() - first.data_ptr()) // elem if len(taus) > 1 else n
+    for i, tau in enumerate(taus):
+        if (
+            tau.dtype != first.dtype
+            or tau.device != first.device
+            or not tau.is_contiguous()
+            or tau.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
+            or tau.data_ptr() != first.data_ptr() + i * step * elem
+        ):
+            return None
+    return first.reshape(-1).as_strided((len(taus), n), (step, 1)) if step >= n else None
+
+
+def _runs(active: Sequence[int], *, max_gap: int) -> list[tuple[int, int]]:
+    """Row ranges `[a, b)` covering the active rows; gaps of at most `max_gap` inactive rows are bridged
+    (read with a zero coefficient: cheaper than another pass over the output)."""
+    runs: list[list[int]] = []
+    for i in active:
+        if runs and i - runs[-1][1] <= max_gap:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    return [(a, b) for a, b in runs]
+
+
 class Composer:
     """Rewrites a live model's parameters to theta_T + combine(tau_1..tau_K; lambda) for each new lambda.
 
-    The target's weights are copied once into fp32 buffers; the vectors stay where they are (RAM or a
-    memory-mapped cache) after the method's coefficient-independent preparation (TIES trimming, DARE
-    masks). `apply` writes every parameter from scratch in chunks: copy theta_T, add each lambda_i tau_i,
-    one pass over memory, no allocation for linear methods, and no accumulated rounding.
+    The target's weights are copied once into fp32 master buffers on the model's device, and each tensor's
+    K prepared vectors (TIES trimming and DARE masks done once) into one `[K, n]` stack in their stored
+    dtype: on the model's device when they fit, else in pinned host memory, streamed per chunk
+    (`search.vectors.placement`). Vectors that already are the rows of one buffer are used in place.
+    `apply` writes every parameter from scratch in chunks, one fused pass per chunk for linear methods:
+    `theta_T + stack[:, chunk]^T lambda` as one matrix-vector product that reads each vector once and
+    writes the parameter once (16-bit vectors widened to fp32 in a cache-sized scratch first); no
+    allocation and no accumulated rounding.
 
     Args:
         model: the live model (its parameters are overwritten in place).
@@ -89,6 +136,8 @@ class Composer:
         vectors: the K task vectors.
         method: a `search.vectors.methods` method name.
         method_options: the method's options (validated; see `search.vectors.methods`).
+        home: force where the vectors live (`device` or `streamed`); None decides by free device memory.
+        chunk: elements per chunk (None: chosen for the device and the vectors' dtype).
 
     Raises:
         ModelError: vectors that do not cover the model's parameters, shapes that differ, NaN/inf in the
@@ -103,6 +152,8 @@ class Composer:
         vectors: Sequence[TaskVector],
         method: str = "task_arithmetic",
         method_options: Mapping[str, Any] | None = None,
+        home: Home | None = None,
+        chunk: int | None = None,
     ) -> None:
         self.model = model
         self.method = get_method(method)
@@ -111,31 +162,94 @@ class Composer:
         params = model_parameters(model)
         for i, vec in enumerate(vectors):
             check_keys(params, vec.deltas, what=f"task vector {i} ({vec.vector_id[:12] or 'unnamed'})")
-        self._entries: list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = []
-        for name, theta in _target_tensors(target, sorted(params)):
-            param = params[name]
-            if tuple(theta.shape) != tuple(param.shape):
+        self.device = next(iter(params.values())).device if params else torch.device("cpu")
+        self.home = vector_home(self._stack_bytes(vectors, params), device=self.device, force=home)
+        self.storage = self._storage_dtype(vectors)
+        self.chunk = chunk or self._default_chunk()
+        self._entries = [
+            self._entry(name, theta, params[name], vectors)
+            for name, theta in _target_tensors(target, sorted(params))
+        ]
+        self.numel = sum(e.theta.numel() for e in self._entries)
+        rows = max(self.k, 1)
+        self._scratch = torch.empty(rows * self.chunk, dtype=torch.float32, device=self.device)
+        self._buf = torch.empty(self.chunk, dtype=torch.float32, device=self.device)
+        self._method_scratch = self.method.scratch(self.k, self.chunk) if self.k else None
+        if self._method_scratch is not None:
+            self._method_scratch = self._method_scratch.to(self.device)
+        self._stager = (
+            Stager(device=self.device, shape=(rows, self.chunk), dtype=self.storage)
+            if self.home == "streamed"
+            else None
+        )
+
+    def _stack_bytes(self, vectors: Sequence[TaskVector], params: Mapping[str, torch.Tensor]) -> int:
+        # Only task arithmetic keeps the stored dtype; trimmed or masked vectors are fp32.
+        identity = self.method.name == "task_arithmetic"
+        return sum(
+            p.numel() * (v.deltas[name].element_size() if identity else 4)
+            for v in vectors
+            for name, p in params.items()
+        )
+
+    def _storage_dtype(self, vectors: Sequence[TaskVector]) -> torch.dtype:
+        dtypes = {t.dtype for v in vectors for t in v.deltas.values()}
+        if self.method.name == "task_arithmetic" and len(dtypes) == 1:
+            only = dtypes.pop()
+            if only in (torch.bfloat16, torch.float16):
+                return only
+        return torch.float32
+
+    def _default_chunk(self) -> int:
+        if self.device.type != "cpu":
+            return 1 << 22  # few kernel launches; the scratch stays a small share of device memory
+        if self.storage == torch.float32 and self.method.linear and self.home == "device":
+            return 1 << 19  # read in place: chunks only bound the fp32 output in flight
+        # 16-bit vectors are widened into a [K, chunk] fp32 scratch that should stay in L2.
+        return max(CHUNK >> 5, min(CHUNK, (2 << 20) // (4 * max(self.k, 1))))
+
+    def _entry(
+        self, name: str, theta: torch.Tensor, param: torch.Tensor, vectors: Sequence[TaskVector]
+    ) -> _Entry:
+        if tuple(theta.shape) != tuple(param.shape):
+            raise ModelError(
+                f"target: tensor {name} has shape {list(theta.shape)}, model has {list(param.shape)}"
+            )
+        if not param.is_contiguous():
+            raise ModelError(f"model parameter {name} is not contiguous; cannot rewrite it in place")
+        # Always a private copy: a state-dict target may alias the very parameters rewritten below.
+        theta32 = theta.detach().to(torch.float32, copy=True).contiguous()
+        check_finite(theta32, where="target", name=name)
+        theta32 = theta32.view(-1).to(self.device)
+        taus = []
+        for vec in vectors:
+            tau = vec.deltas[name]
+            if tuple(tau.shape) != tuple(param.shape):
                 raise ModelError(
-                    f"target: tensor {name} has shape {list(theta.shape)}, model has {list(param.shape)}"
+                    f"task vector {vec.vector_id[:12] or 'unnamed'}: {name} has shape {list(tau.shape)}, "
+                    f"model has {list(param.shape)}"
                 )
-            # Always a private copy: a state-dict target may alias the very parameters rewritten below.
-            theta32 = theta.detach().to(torch.float32, copy=True).contiguous()
-            check_finite(theta32, where="target", name=name)
-            taus = []
-            for vec in vectors:
-                tau = vec.deltas[name]
-                if tuple(tau.shape) != tuple(param.shape):
-                    raise ModelError(
-                        f"task vector {vec.vector_id[:12] or 'unnamed'}: {name} has shape {list(tau.shape)}, "
-                        f"model has {list(param.shape)}"
-                    )
-                tau = self.method.prepare(tau, name=name, vector_id=vec.vector_id, options=self.options)
-                taus.append(tau.reshape(-1))
-            if not param.is_contiguous():
-                raise ModelError(f"model parameter {name} is not contiguous; cannot rewrite it in place")
-            self._entries.append((param.data.view(-1), theta32.view(-1), taus))
-        self.numel = sum(e[1].numel() for e in self._entries)
-        self._scratch = self.method.scratch(self.k, CHUNK) if self.k else None
+            prepared = self.method.prepare(tau, name=name, vector_id=vec.vector_id, options=self.options)
+            taus.append(prepared.detach().reshape(-1))
+        out = param.data.view(-1)
+        if not taus:
+            return _Entry(out, theta32, None, [])
+        n = theta32.numel()
+        if self.home == "streamed":
+            blocks = []
+            for start in range(0, n, self.chunk):
+                stop = min(n, start + self.chunk)
+                block = host_block((len(taus), stop - start), dtype=self.storage, device=self.device)
+                for row, tau in zip(block, taus, strict=True):
+                    row.copy_(tau[start:stop])
+                blocks.append(block)
+            return _Entry(out, theta32, None, blocks)
+        stack = _stacked_rows(taus)
+        if stack is None or stack.dtype != self.storage or stack.device != self.device:
+            stack = torch.empty((len(taus), n), dtype=self.storage, device=self.device)
+            for row, tau in zip(stack, taus, strict=True):
+                row.copy_(tau)
+        return _Entry(out, theta32, stack, [])
 
     def apply(self, coefficients: Sequence[float]) -> None:
         """Set the model's parameters to theta_T + combine(tau; coefficients), in place.
@@ -151,35 +265,77 @@ class Composer:
         if len(coefs) != self.k:
             raise ModelError(f"expected {self.k} coefficients, got {len(coefs)}")
         active = [i for i, c in enumerate(coefs) if c != 0.0]
-        active_coefs = [coefs[i] for i in active]
+        if not active:
+            with torch.no_grad():
+                for e in self._entries:
+                    e.out.copy_(e.theta)
+            return
+        if self.home == "streamed":  # one copy per chunk: the span of the active rows
+            runs = [(active[0], active[-1] + 1)]
+        else:  # bridging costs a read of a 16-bit row or, in place, of an fp32 one
+            runs = _runs(active, max_gap=2 if self.storage == torch.float32 else 4)
+        rows = [i for a, b in runs for i in range(a, b)]
+        cvec = torch.tensor([coefs[i] for i in rows], dtype=torch.float32, device=self.device)
         with torch.no_grad():
-            for out, theta, taus in self._entries:
-                active_taus = [taus[i] for i in active]
-                n = out.numel()
-                for start in range(0, n, CHUNK):
-                    stop = min(n, start + CHUNK)
-                    chunk = out[start:stop]
-                    parts = [t[start:stop] for t in active_taus]
-                    if out.dtype == torch.float32:
-                        self.method.compose(
-                            theta[start:stop],
-                            parts,
-                            active_coefs,
-                            out=chunk,
-                            scratch=self._scratch,
-                            options=self.options,
-                        )
-                    else:  # a half-precision model: compose in fp32, then round once
-                        buf = torch.empty(stop - start, dtype=torch.float32)
-                        self.method.compose(
-                            theta[start:stop],
-                            parts,
-                            active_coefs,
-                            out=buf,
-                            scratch=self._scratch,
-                            options=self.options,
-                        )
-                        chunk.copy_(buf)
+            for e in self._entries:
+                self._apply_entry(e, runs, cvec, [coefs[i] for i in active], [rows.index(i) for i in active])
+
+    def _apply_entry(
+        self,
+        e: _Entry,
+        runs: list[tuple[int, int]],
+        cvec: torch.Tensor,
+        active_coefs: list[float],
+        active_rows: list[int],
+    ) -> None:
+        n = e.out.numel()
+        for j, start in enumerate(range(0, n, self.chunk)):
+            stop = min(n, start + self.chunk)
+            m = stop - start
+            mat = self._rows(e, j, runs, start, stop)
+            dst = e.out[start:stop] if e.out.dtype == torch.float32 else self._buf[:m]
+            if self.method.linear:
+                if mat.shape[0] == 1:  # one vector (screening): a plain fused add
+                    torch.add(e.theta[start:stop], mat[0], alpha=active_coefs[0], out=dst)
+                else:
+                    torch.addmv(e.theta[start:stop], mat.t(), cvec, out=dst)
+            else:
+                self.method.compose(
+                    e.theta[start:stop],
+                    [mat[r] for r in active_rows],
+                    active_coefs,
+                    out=dst,
+                    scratch=self._method_scratch,
+                    options=self.options,
+                )
+            if self._stager is not None:
+                self._stager.release()
+            if e.out.dtype != torch.float32:
+                e.out[start:stop].copy_(dst)  # a half-precision model: composed in fp32, rounded once
+
+    def _rows(self, e: _Entry, j: int, runs: list[tuple[int, int]], start: int, stop: int) -> torch.Tensor:
+        """The chunk's rows of every run as one `[r, m]` fp32 matrix: a view where the stack is fp32 and
+        one run covers them, else widened or gathered into the scratch."""
+        m = stop - start
+        if self._stager is not None:
+            ((a, b),) = runs
+            staged = self._stager.stage(e.blocks[j], slice(a, b))
+            if staged.dtype == torch.float32:
+                return staged
+            mat = self._scratch[: (b - a) * m].view(b - a, m)
+            mat.copy_(staged)
+            return mat
+        assert e.stack is not None
+        if e.stack.dtype == torch.float32 and len(runs) == 1:
+            a, b = runs[0]
+            return e.stack[a:b, start:stop]
+        r = sum(b - a for a, b in runs)
+        mat = self._scratch[: r * m].view(r, m)
+        at = 0
+        for a, b in runs:
+            mat[at : at + b - a].copy_(e.stack[a:b, start:stop])
+            at += b - a
+        return mat
 
 
 def merge_state(
