@@ -12,8 +12,9 @@ Lookups that go through the registry only accept what it recorded (a `compatible
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
@@ -24,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from registry.db import session_scope
 from registry.errors import ModelError, RegistryError, TaskvecError
 from registry.models import BaseModel, Checkpoint
-from registry.sources import MODEL_FILE_PATTERNS, open_source
+from registry.sources import MODEL_FILE_PATTERNS, HubSource, open_source
 from registry.sources.local import content_sha
 
 _HEX = re.compile(r"[0-9a-f]{40}")
@@ -110,6 +111,60 @@ def located(pinned: Pinned) -> Pinned:
     """`pinned` with its folder resolved from its recorded source (downloads a Hub revision when needed)."""
     path = model_dir(source=pinned.source, repo_id=pinned.repo_id, revision=pinned.revision)
     return Pinned(repo_id=pinned.repo_id, revision=pinned.revision, path=path, source=pinned.source)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A located candidate, and the folder its fetch downloaded (what `discard_snapshot` deletes).
+
+    Attributes:
+        pinned: the candidate with its folder.
+        owned: the private download folder this fetch created; None when nothing was downloaded there
+            (a folder source, or a revision whose weights were in the user's Hub cache already).
+        size: bytes on disk in `owned` (0 when none).
+        downloaded: bytes of the snapshot's files it downloaded (`size` adds the cache's own few files).
+    """
+
+    pinned: Pinned
+    owned: Path | None = None
+    size: int = 0
+    downloaded: int = 0
+
+
+def fetch_snapshot(pinned: Pinned, *, download_dir: Path | None) -> Fetched:
+    """`pinned` located, a Hub revision not cached yet downloaded into its own folder under `download_dir`.
+
+    A revision whose weights are in the user's Hub cache is used where it is, and a folder source's repo
+    in its folder: neither is ever owned (so never deleted). `download_dir` None downloads into the user's
+    cache, as `located` does, and owns nothing.
+
+    Raises:
+        RegistryError: if the download fails.
+    """
+    source = open_source(pinned.source) if pinned.source else None
+    if download_dir is None or not isinstance(source, HubSource):
+        return Fetched(located(pinned))
+    cached = source.cached_model_dir(pinned.repo_id, pinned.revision)
+    if cached is not None:
+        return Fetched(replace(pinned, path=cached))
+    folder = Path(download_dir) / f"{pinned.repo_id.replace('/', '--')}--{pinned.revision[:12]}"
+    private = HubSource(endpoint=source.endpoint, cache_dir=folder)
+    try:
+        path = private.model_dir(pinned.repo_id, pinned.revision)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a failed or interrupted download leaves nothing
+        raise
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    downloaded = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())  # through the blob links
+    return Fetched(replace(pinned, path=path), owned=folder, size=size, downloaded=downloaded)
+
+
+def discard_snapshot(fetched: Fetched) -> int:
+    """Delete the folder `fetch_snapshot` downloaded (nothing else, ever); the bytes freed."""
+    if fetched.owned is None:
+        return 0
+    shutil.rmtree(fetched.owned, ignore_errors=True)
+    return fetched.size
 
 
 # --- what the registry recorded ----------------------------------------------------------------------

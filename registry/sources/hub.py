@@ -8,6 +8,7 @@ environment (`HF_TOKEN`, the saved login), the endpoint from `endpoint=` or `HF_
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-from registry.constants import HUB_CONNECT_TIMEOUT_S, hub_offline
+from registry.constants import HUB_CONNECT_TIMEOUT_S, SAFETENSORS_INDEX, SAFETENSORS_SINGLE, hub_offline
 from registry.errors import RegistryError
 from registry.sources.interface import (
     MODEL_FILE_PATTERNS,
@@ -250,6 +251,32 @@ class HubSource:
             return response.content[start : start + length]  # a server that ignored the Range header
 
         return self._call(f"{repo_id}/{filename}", get)
+
+    def cached_model_dir(self, repo_id: str, revision: str) -> Path | None:
+        """The snapshot folder when the revision's weights are all in the download cache already, else None.
+
+        Weights, not the folder: `registry sync` caches a revision's config and tokenizer files, which
+        makes a snapshot folder without its weights. Asks nothing of the Hub.
+        """
+        validate_repo_id(repo_id)
+
+        def cached(name: str) -> Path | None:
+            hit = try_to_load_from_cache(repo_id, name, cache_dir=self.cache_dir, revision=revision)
+            return Path(hit) if isinstance(hit, str) else None
+
+        single = cached(SAFETENSORS_SINGLE)
+        if single is not None:
+            return single.parent
+        index = cached(SAFETENSORS_INDEX)
+        if index is None:
+            return None
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # an unreadable index: let the download fetch the snapshot again
+        if not shards or any(cached(str(shard)) is None for shard in shards):
+            return None
+        return index.parent
 
     def model_dir(self, repo_id: str, revision: str) -> Path:
         """A snapshot of the repo at `revision` (config, safetensors, tokenizer; never pickles).

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
 from optuna.trial import TrialState
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -66,6 +66,7 @@ def storage_url(config: SearchConfig) -> str:
 def open_storage(config: SearchConfig) -> optuna.storages.RDBStorage:
     """The study's RDB storage, with heartbeats and retry of dead workers' trials.
 
+    A SQLite storage is safe for several local processes (`--workers`): see `serialise_sqlite`.
     Optuna's RDBStorage creates its tables, version row and Alembic stamp without locking: two workers
     opening a fresh PostgreSQL database at the same moment collide (duplicate key in `pg_type`), so the
     creation runs under the cross-process lock.
@@ -86,7 +87,7 @@ def open_storage(config: SearchConfig) -> optuna.storages.RDBStorage:
         with warnings.catch_warnings(), url_lock(url, key=_PG_OPTUNA_INIT_LOCK, name=_INIT_LOCK_NAME):
             # Heartbeats and their retry callback are marked experimental; they are what we rely on.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=config.heartbeat_interval,
@@ -95,9 +96,35 @@ def open_storage(config: SearchConfig) -> optuna.storages.RDBStorage:
                     max_retry=config.max_retry
                 ),
             )
+            if url.startswith("sqlite:///"):
+                serialise_sqlite(storage.engine)
+            return storage
     except Exception as exc:  # sqlalchemy/driver errors differ by backend; all mean "cannot open"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SearchError(f"{redact_url(url)}: cannot open the Optuna storage ({first})") from exc
+
+
+def serialise_sqlite(engine: Engine) -> None:
+    """Make every transaction on a SQLite engine take the write lock at its start (`BEGIN IMMEDIATE`).
+
+    Optuna reads before it writes (a state change checks the trial is not finished; the quota counts the
+    trials ahead), and pysqlite begins a transaction only at the first write: two processes' reads then
+    interleave with their writes (both read the same state, a lost update), or, once both hold a read
+    lock, their upgrades deadlock and SQLite refuses one "database is locked" at once, without waiting
+    out the busy timeout. Taking the write lock at BEGIN runs the transactions one at a time, queued on
+    the busy timeout; Optuna's transactions are short, trials are seconds long. SQLAlchemy's recipe: the
+    driver stops managing transactions and the `begin` event emits BEGIN (tests/test_workers.py).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _driver_leaves_transactions(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections pooled while Optuna created its tables predate the hooks
 
 
 def fail_unbeaten_trials(study: optuna.Study, *, grace_s: float) -> list[int]:
