@@ -23,7 +23,7 @@ import alembic.command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect, select, table, text
+from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event, inspect, select, table, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -271,9 +271,12 @@ def _clear_half_created(conn: Connection, cfg: Config, url: str, *, repair: bool
     if not filled:
         for view in sorted(views):  # before the tables they read: PostgreSQL refuses to drop those first
             conn.execute(text(f'DROP VIEW "{view}"'))
-        reflected = MetaData()
-        reflected.reflect(conn, only=[t for t in present if t not in views])
-        reflected.drop_all(conn)
+        # Children first, in the database's own dependency order: a child whose parent is already gone
+        # (screening_logprobs without screenings) cannot be reflected into a MetaData, but is dropped too.
+        doomed = set(present) - views
+        ordered = [t for t, _ in inspect(conn).get_sorted_table_and_fkc_names() if t in doomed]
+        for name in reversed(ordered):
+            Table(name, MetaData()).drop(conn)
         _log.warning("%s: dropped the empty tables of an interrupted migration (%s)", redact_url(url), names)
         return
     if not repair:

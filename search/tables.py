@@ -19,8 +19,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, UniqueConstraint, true
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    true,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from registry.db import Base
 
@@ -72,6 +83,51 @@ class Screening(Base):
     scorer: Mapped[dict] = mapped_column(JSON)
     worker: Mapped[str] = mapped_column(String(256))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Racing screens (`search.screen.racing`): examples of the prefix the row's lambdas were scored on (the
+    # search split's size for a full-split row), and the round a dropped candidate left the race in (None:
+    # scored on the whole split, or still racing when n_scored is smaller).
+    n_scored: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    eliminated_round: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # What the grid computed per example, for the surrogate; deleted with the screening (the database's
+    # ON DELETE CASCADE, and the ORM's for a session delete).
+    logprobs: Mapped[list[ScreeningLogprobs]] = relationship(
+        back_populates="screening", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ScreeningLogprobs(Base):
+    """Per-example label log-probabilities of one screened lambda (lambda 0: the target alone).
+
+    `logprobs` holds float16 bytes of shape (n, n_labels), rows in `positions` order (int32 bytes: each
+    example's row in the search split), columns in the task's label id order (`search.screen.store`).
+    """
+
+    __tablename__ = "screening_logprobs"
+    __table_args__ = (UniqueConstraint("screening_id", "lam", name="uq_screening_logprobs_lambda"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    screening_id: Mapped[int] = mapped_column(
+        ForeignKey("screenings.id", ondelete="CASCADE", name="fk_screening_logprobs_screening"), index=True
+    )
+    lam: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    n_labels: Mapped[int] = mapped_column(Integer)
+    positions: Mapped[bytes] = mapped_column(LargeBinary)
+    logprobs: Mapped[bytes] = mapped_column(LargeBinary)
+    screening: Mapped[Screening] = relationship(back_populates="logprobs")
+
+
+def screening_state(row: Mapping[str, object]) -> str:
+    """`full` (scored on the whole search split), `eliminated` (dropped by a racing screen on a prefix) or
+    `racing` (a racing screen stored its last finished round; a rerun carries it on), from a screening
+    dict's `n_scored`, `eliminated_round` and `scorer.search_size` (a row without them is `full`)."""
+    if row.get("eliminated_round") is not None:
+        return "eliminated"
+    n, scorer = row.get("n_scored"), row.get("scorer")
+    size = scorer.get("search_size") if isinstance(scorer, Mapping) else None
+    if not isinstance(n, int) or not isinstance(size, int) or n >= size:
+        return "full"
+    return "racing"
 
 
 class LeaderboardRow(Base):
@@ -122,6 +178,8 @@ class LeaderboardRow(Base):
     # The held-out gain over the target with its paired bootstrap interval (`GainInterval.to_dict`):
     # {"lo", "hi", "gain", "level", "resamples", "seed", "n", "method"}; None before held-out scoring.
     gain_ci: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # The surrogate's prediction of `score_search`, made before the trial was scored (None: no surrogate).
+    surrogate_score: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class BaselineRow(Base):

@@ -33,7 +33,7 @@ from registry.models import BaseModel, Checkpoint
 from search.cli.app import app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAD = "0006"
+HEAD = "0008"
 TABLES = {"base_models", "checkpoints", "screenings", "leaderboard"}
 
 

@@ -24,7 +24,7 @@ from registry.errors import RegistryError
 from search.cli.app import app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAD = "0006"
+HEAD = "0008"
 KILLS = 20
 SEED = 16
 

@@ -15,6 +15,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from search.scoring import ScoreResult
+    from search.screen.stream import StreamStats
     from search.study import SearchSummary
 
 # No markup or emoji codes: every string printed is literal. Repo ids, paths and error messages are the
@@ -89,29 +90,58 @@ def eval_table(results: Sequence[ScoreResult], *, model: str, split: str, mode: 
     return table
 
 
+def _scored_on(row: dict[str, Any]) -> tuple[str, bool]:
+    """(examples a screening was scored on, marked when a race dropped it or is still racing it; whether
+    it is a full-split row)."""
+    from search.tables import screening_state  # sqlalchemy only; `_render` loads at every start-up
+
+    state = screening_state(row)
+    n = row.get("n_scored")
+    n_text = "-" if n is None else str(n)
+    if state == "eliminated":
+        return f"{n_text} dropped (round {row['eliminated_round']})", False
+    if state == "racing":
+        return f"{n_text} racing", False
+    return n_text, True
+
+
 def screening_table(rows: Sequence[dict[str, Any]], *, task: str, target: str) -> Table:
-    """`taskvec screen`: each candidate's best lambda and its gain over the target."""
+    """`taskvec screen`: each candidate's best lambda and its gain over the target, full-split rows first;
+    a row a racing screen dropped says on how many examples it was scored (the column is shown only
+    then: candidate names keep the width otherwise)."""
+    scored = [_scored_on(r) for r in rows]
+    partial = not all(full for _, full in scored)
     columns = ("candidate", "best lambda", "score", "target", "gain", "lambdas tried")
-    table = _table(f"screening {task}: {target}", columns, left=("candidate",))
-    for r in rows:
-        table.add_row(
+    table = _table(
+        f"screening {task}: {target}", (*columns, "examples") if partial else columns, left=("candidate",)
+    )
+    for r, (examples, _) in zip(rows, scored, strict=True):
+        cells = [
             r["candidate_repo"],
             f"{r['best_lambda']:.2f}",
             f"{r['best_score']:.2f}",
             f"{r['target_score']:.2f}",
             _gain(r["gain"]),
             str(len(r["lambdas"])),
-        )
+        ]
+        table.add_row(*cells, *([examples] if partial else []))
     naming = _naming()
     table.caption = naming.search_footnote([task], search_from=[naming.search_from_of(r) for r in rows])
+    if partial:
+        table.caption += (
+            "; dropped: left a racing screen on that prefix (score and target on those examples), "
+            "ranked below full-split rows"
+        )
     return table
 
 
 def helpful_table(rows: Sequence[dict[str, Any]], *, task: str | None = None) -> Table:
     """`taskvec helpful`: screened candidates ranked by their best gain (`task` names the metric)."""
-    columns = ("repo", "revision", "status", "gain", "best lambda", "score", "target")
+    columns = ("repo", "revision", "status", "gain", "best lambda", "score", "target", "examples")
     table = _table("candidates ranked by screening gain", columns, left=("repo", "revision", "status"))
     for r in rows:
+        state = r.get("state", "full")
+        n = r.get("n_scored")
         table.add_row(
             r["repo_id"],
             r["revision"][:8],
@@ -120,6 +150,7 @@ def helpful_table(rows: Sequence[dict[str, Any]], *, task: str | None = None) ->
             f"{r['best_lambda']:.2f}",
             f"{r['best_score']:.2f}",
             f"{r['target_score']:.2f}",
+            ("-" if n is None else str(n)) + ("" if state == "full" else f" {state}"),
         )
     if task is not None:  # screenings of several targets and splits: the split is named, not its source
         table.caption = f"{_naming().metric_footnote([task])}; all on the search split of each screening"
@@ -324,6 +355,21 @@ def search_summary(summary: SearchSummary) -> str:
         f"{summary.trials_here} here in {summary.elapsed_s:.1f}s ({summary.stopped})\n"
         f"target: search {summary.target_score_search:.2f}{target_held}\nbest {best}\n"
         f"scores: {metric}" + (f"; {combined}" if combined else "")
+    )
+
+
+def stream_summary(stats: StreamStats) -> str:
+    """`taskvec screen --max-cached M`: what streaming the candidates cost (one line)."""
+
+    def mb(n: int) -> str:
+        return f"{n / 1e6:,.1f} MB"
+
+    return (
+        f"streamed candidates: {stats.downloads} snapshots downloaded ({mb(stats.bytes_downloaded)}), "
+        f"{stats.deleted} deleted after use; peak disk {mb(stats.peak_disk)} "
+        f"(at most {stats.peak_snapshots} of --max-cached {stats.max_cached} snapshots at once, plus vectors: "
+        f"{stats.vectors_deleted} deleted, the best {stats.keep_vectors} kept); "
+        f"{stats.wait_s:.1f}s waiting on downloads"
     )
 
 

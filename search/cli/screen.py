@@ -14,15 +14,39 @@ from search.cli._options import (
     CsvOpt,
     DataOpt,
     DbOpt,
+    DeviceOpt,
+    DtypeOpt,
     JsonOpt,
     SearchFromOpt,
     SearchSizeOpt,
     TargetOpt,
     TaskOpt,
 )
-from search.cli._render import console, helpful_csv, helpful_table, screening_table, to_json
+from search.cli._render import (
+    console,
+    err_console,
+    helpful_csv,
+    helpful_table,
+    screening_table,
+    stream_summary,
+    to_json,
+)
 
 app = typer.Typer()
+
+MaxCachedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-cached",
+        min=1,
+        help="Hub-scale: at most this many downloaded candidate snapshots on disk at once, each deleted after "
+        "screening (never one already in your Hub cache); only the best --keep-vectors vectors stay cached.",
+    ),
+]
+KeepVectorsOpt = Annotated[
+    int,
+    typer.Option("--keep-vectors", min=0, help="With --max-cached: the vectors of the best this many stay."),
+]
 
 
 def _comma_separated(values: tuple[float, ...]) -> str:
@@ -50,6 +74,28 @@ def screen_command(
             help="Leave out repos matching this shell pattern (e.g. 'org/*-large'); repeatable.",
         ),
     ] = None,
+    device: DeviceOpt = SCREEN.device,
+    dtype: DtypeOpt = SCREEN.dtype,
+    racing: Annotated[
+        bool | None,
+        typer.Option(
+            "--racing/--no-racing",
+            help="Race the candidates on growing prefixes of the search split, dropping those clearly "
+            "behind the leaders (default: race when more than 32 are to be screened).",
+            show_default=False,
+        ),
+    ] = None,
+    race_keep: Annotated[
+        int, typer.Option("--race-keep", min=1, help="Leaders a race never drops.")
+    ] = SCREEN.race_keep,
+    lambda_search: Annotated[
+        str,
+        typer.Option(
+            "--lambda-search", help="coarse-to-fine (a few lambdas, then around the best) or grid (all)."
+        ),
+    ] = SCREEN.lambda_search,
+    max_cached: MaxCachedOpt = SCREEN.max_cached,
+    keep_vectors: KeepVectorsOpt = SCREEN.keep_vectors,
     as_json: JsonOpt = False,
     db: DbOpt = SCREEN.db_url,
     cache_dir: CacheDirOpt = None,
@@ -58,7 +104,9 @@ def screen_command(
     """Score theta_T + lambda * tau_i for every compatible candidate on the search split (resumable)."""
     from registry.constants import vector_cache_dir
     from search.screen import parse_lambdas, screen
+    from search.screen.stream import StreamStats
 
+    stats = None if max_cached is None else StreamStats()
     rows = screen(
         task=task,
         target=target,
@@ -71,11 +119,21 @@ def screen_command(
         exclude=tuple(exclude or ()),
         vector_cache=None if cache_dir is None else vector_cache_dir(cache_dir),
         progress=not as_json,
+        device=device,
+        dtype=dtype,
+        racing=racing,
+        race_keep=race_keep,
+        lambda_search=lambda_search,
+        max_cached=max_cached,
+        keep_vectors=keep_vectors,
+        stream_stats=stats,
     )
     if as_json:
         typer.echo(to_json(rows))
-        return
-    console.print(screening_table(rows, task=task, target=target))
+    else:
+        console.print(screening_table(rows, task=task, target=target))
+    if stats is not None:  # on stderr beside JSON: stdout holds one JSON document
+        (err_console if as_json else console).print(stream_summary(stats), soft_wrap=True)
 
 
 @app.command("helpful")

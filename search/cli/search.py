@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,8 @@ from search.cli._options import (
     ConfigOpt,
     DataOpt,
     DbOpt,
+    DeviceOpt,
+    DtypeOpt,
     JsonOpt,
     MethodOpt,
     MethodOptionOpt,
@@ -21,6 +23,9 @@ from search.cli._options import (
     TargetOpt,
 )
 from search.cli._render import export_hint, search_summary, to_json
+
+if TYPE_CHECKING:  # the command imports search.study (torch) only when it runs: `--help` stays fast
+    from search.study import SearchConfig, SearchSummary
 
 app = typer.Typer()
 
@@ -78,6 +83,13 @@ StudyNameOpt = Annotated[
 PruningOpt = Annotated[
     bool, typer.Option("--pruning/--no-pruning", help="Prune on nested prefixes of the split.")
 ]
+SurrogateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--surrogate/--no-surrogate",
+        help="Propose trials with the screening-informed surrogate (one task); exact scores still decide.",
+    ),
+]
 PrunerOpt = Annotated[str, typer.Option("--pruner", help="sha (successive halving) | hyperband.")]
 HeldoutTopOpt = Annotated[
     int, typer.Option("--heldout-top", min=0, help="Score this many best trials on held-out.")
@@ -88,6 +100,18 @@ HeartbeatOpt = Annotated[
 ]
 GraceOpt = Annotated[
     int, typer.Option("--grace", min=1, help="Seconds of silence before a trial counts as dead.")
+]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers", min=1, help="Worker processes on this study (one per GPU; the --trials total is shared)."
+    ),
+]
+DevicesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--devices", help="One worker per listed device: 0,1,2,3 (cuda:0 ...) or names (cuda:1,cpu)."
+    ),
 ]
 
 
@@ -111,6 +135,7 @@ def search_command(
     study: StudyNameOpt = SEARCH.study_name,
     pruning: PruningOpt = SEARCH.pruning,
     pruner: PrunerOpt = SEARCH.pruner,
+    surrogate: SurrogateOpt = SEARCH.surrogate,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = SEARCH.seed,
     heldout_top: HeldoutTopOpt = SEARCH.heldout_top_n,
     search_size: SearchSizeOpt = SEARCH.search_size,
@@ -118,6 +143,10 @@ def search_command(
     lambda_max: LambdaMaxOpt = SEARCH.lambda_max,
     heartbeat: HeartbeatOpt = SEARCH.heartbeat_interval,
     grace: GraceOpt = SEARCH.grace_period,
+    device: DeviceOpt = SEARCH.device,
+    dtype: DtypeOpt = SEARCH.dtype,
+    workers: WorkersOpt = 1,
+    devices: DevicesOpt = None,
     as_json: JsonOpt = False,
     db: DbOpt = SEARCH.db_url,
     cache_dir: CacheDirOpt = None,
@@ -126,7 +155,7 @@ def search_command(
     """Optuna search over subsets and coefficients of the top-K screened candidates (rerun to resume)."""
     from registry.constants import vector_cache_dir
     from search.export import parse_options
-    from search.study import SearchConfig, parse_duration, run_search
+    from search.study import SearchConfig, parse_duration
     from search.study.objectives import parse_control, parse_reference
     from search.vectors.composer import check_coefficients
 
@@ -150,6 +179,7 @@ def search_command(
         db_url=db,
         pruning=pruning,
         pruner=pruner,
+        surrogate=surrogate,
         seed=seed,
         heldout_top_n=heldout_top,
         search_size=search_size,
@@ -157,12 +187,29 @@ def search_command(
         lambda_max=lambda_max,
         heartbeat_interval=heartbeat,
         grace_period=grace,
+        device=device,
+        dtype=dtype,
         vector_cache=None if cache_dir is None else vector_cache_dir(cache_dir),
     )
-    summary = run_search(config, progress=not as_json)
+    _echo(_run(config, workers=workers, devices=devices, progress=not as_json), as_json=as_json, db=db)
+
+
+def _echo(summary: SearchSummary, *, as_json: bool, db: str | None) -> None:
+    """The search's result on stdout: JSON, or the summary and the export command of its best row."""
     if as_json:
         typer.echo(to_json(summary.as_dict()))
         return
     typer.echo(search_summary(summary))
     if summary.best_trial is not None:  # the one step from this result to a model folder
         typer.echo(export_hint(study=summary.study_name, trial=summary.best_trial, db_url=db))
+
+
+def _run(config: SearchConfig, *, workers: int, devices: str | None, progress: bool) -> SearchSummary:
+    """The search in this process, or in one worker process per device (`--workers`, `--devices`)."""
+    from search.study import run_search
+    from search.study.workers import run_workers, worker_config, worker_devices
+
+    planned = worker_devices(workers=workers, devices=devices, device=getattr(config, "device", None))
+    if len(planned) == 1:
+        return run_search(worker_config(config, index=0, device=planned[0]), progress=progress)
+    return run_workers(config, devices=planned, progress=progress)

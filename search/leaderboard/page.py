@@ -37,6 +37,11 @@ CAPTIONS = {
         "Pareto front: every pair of tasks as a 2-D projection of the feasible trials' search scores; red "
         "points are on the front over all tasks."
     ),
+    "surrogate.png": (
+        "Surrogate vs exact: each completed trial's surrogate prediction (made before it was scored, from "
+        "the screening grid corrected by the trials before it) against its exact search score; Spearman's "
+        "rho in the title. The surrogate only proposes: every score in this report is exact."
+    ),
 }
 
 

@@ -245,6 +245,27 @@ def pareto_figure(rows: Sequence[dict[str, Any]], *, study: str) -> Figure:
     return fig
 
 
+def surrogate_figure(rows: Sequence[dict[str, Any]], *, study: str, rho: float | None) -> Figure:
+    """The surrogate's prediction of each completed trial (made before it was scored) against its exact
+    search score, with Spearman's rho in the title."""
+    pts = [r for r in rows if r.get("surrogate_score") is not None]
+    fig = _new_figure(7, 5)
+    ax = fig.add_subplot()
+    x = [float(r["surrogate_score"]) for r in pts]
+    y = [float(r["score_search"]) for r in pts]
+    ax.scatter(x, y, s=16, color="C0")
+    if pts:
+        lo, hi = min(x + y), max(x + y)
+        ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, ls="--", label="surrogate = exact")
+        ax.legend(fontsize="small")
+    ax.set_xlabel("surrogate's prediction (search split)")
+    ax.set_ylabel("exact score (search split)")
+    ax.grid(alpha=0.3)
+    what = "n/a" if rho is None else f"{rho:.2f}"
+    _heading(fig, f"Surrogate vs exact: Spearman's rho {what} over {len(pts)} trials", study)
+    return fig
+
+
 def save_figure(fig: Figure, path: Path) -> None:
     """Write `fig` as a PNG to a temporary name beside `path`, then rename (never a half file)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)

@@ -11,6 +11,8 @@ Three plots (drawn in `search.leaderboard.plots`):
 
 A multi-task study plots its objective (a Pareto study: the mean of its tasks), and a Pareto study adds
 `pareto.png`: every pair of tasks as a 2-D projection of the leaderboard's rows, the front highlighted.
+A surrogate-assisted study adds `surrogate.png`: each trial's surrogate prediction against its exact score,
+Spearman's rho in the title.
 Trials that failed a control guard are drawn apart and never count as the best.
 
 The HTML page (`search.leaderboard.page`) names every score's metric and split, counts completed and pruned
@@ -43,6 +45,7 @@ from search.leaderboard.plots import (
     importance_figure,
     pareto_figure,
     save_figure,
+    surrogate_figure,
 )
 from search.study import (
     STUDY_ATTR,
@@ -283,6 +286,13 @@ def write_report(*, study: str, storage: str | None, db_url: str | None, out: Pa
     if len(loaded.directions) > 1:
         save_figure(pareto_figure(rows, study=study), out / "pareto.png")
         plots.append("pareto.png")
+    predicted = [r for r in rows if r.get("surrogate_score") is not None]
+    if predicted:  # a surrogate-assisted study: how well its predictions ranked the exact scores
+        rho = _spearman(
+            {"s": [r["surrogate_score"] for r in predicted]}, [r["score_search"] for r in predicted]
+        ).get("s")
+        save_figure(surrogate_figure(rows, study=study, rho=rho), out / "surrogate.png")
+        plots.append("surrogate.png")
     page = html_page(
         facts=facts,
         rows=rows,

@@ -17,19 +17,25 @@ stderr (`check_target`), naming `--search-from validation`.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from registry.pins import Pinned, Resolved, compatible_candidates, located, resolve_target
+from registry.pins import Pinned, Resolved, compatible_candidates, resolve_target
 from registry.progress import counted_columns, progress_bar
 from search.errors import SearchError
 from search.scoring.contamination import ContaminationCheck, contamination_check
+from search.scoring.device import Placement, resolve
 from search.scoring.models import load_seq2seq
 from search.scoring.scorer import Scorer, ScoreResult
 from search.scoring.settings import ScorerSettings
-from search.screen.store import already_screened, save_screening, screened_candidates
+from search.screen.grid import DEFAULT_LAMBDA_SEARCH, search_lambdas
+from search.screen.grid import is_clearly_harmful as is_clearly_harmful  # re-exported: its old home
+from search.screen.racing import RACE_KEEP, RacePlan, RaceRule, RaceSetup, race_todo
+from search.screen.store import rank_key, save_screening, screened_candidates, stored_states
+from search.screen.stream import KEEP_VECTORS, StreamSettings, StreamStats
 from search.tables import worker_id
 from search.tasks.data import SearchSource, Split, check_source, load_split
 from search.tasks.glue import get_task
@@ -57,11 +63,6 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
     return check_coefficients(values, what=f"--lambdas {text!r}")
 
 
-def is_clearly_harmful(score: float, *, target_score: float, best_score: float, margin: float) -> bool:
-    """A lambda is clearly harmful when it scores more than `margin` below both the target and the best."""
-    return score < target_score - margin and score < best_score - margin
-
-
 def screen_lambdas(
     scorer: Scorer,
     composer: Composer,
@@ -69,8 +70,9 @@ def screen_lambdas(
     lambdas: Sequence[float],
     target_score: float,
     harm_margin: float = HARM_MARGIN,
+    how: str = "grid",
 ) -> list[dict[str, Any]]:
-    """Score the single-vector composition at each lambda (ascending), stopping on clear harm.
+    """Score the single-vector composition over the grid on the whole split (`search.screen.grid`).
 
     Args:
         scorer: bound to the live model and the search split.
@@ -78,19 +80,21 @@ def screen_lambdas(
         lambdas: the grid.
         target_score: the target's own search score.
         harm_margin: points below target and best that count as clearly harmful.
+        how: `grid` (every lambda, ascending, stopping on clear harm) or `coarse-to-fine`.
 
     Returns:
-        `[{"lambda", "score", "n"}]` for the lambdas actually tried.
+        `[{"lambda", "score", "n", "result"}]` for the lambdas tried, ascending. Each (candidate, lambda,
+        ScoreResult) of a screen is produced here or in `search.screen.racing.screen_race`, and reaches
+        `save_screening` under `"result"` (which stores its per-example label log-probs).
     """
-    tried: list[dict[str, Any]] = []
-    best = -float("inf")
-    for lam in sorted(set(lambdas)):
-        composer.apply([float(lam)])
-        result = scorer.score()
-        tried.append({"lambda": float(lam), "score": float(result.score), "n": int(result.n)})
-        best = max(best, result.score)
-        if is_clearly_harmful(result.score, target_score=target_score, best_score=best, margin=harm_margin):
-            break
+
+    def evaluate(lam: float) -> ScoreResult:
+        composer.apply([lam])
+        return scorer.score()
+
+    tried = search_lambdas(
+        evaluate, how=how, lambdas=lambdas, target_score=target_score, harm_margin=harm_margin
+    )
     composer.apply([0.0])
     return tried
 
@@ -182,10 +186,51 @@ def _screening_row(
         "best_score": best["score"],
         "target_score": target_score,
         "gain": best["score"] - target_score,
+        "n_scored": int(best["n"]),
         "split_fingerprint": split.fingerprint,
         "scorer": settings,
         "worker": worker,
     }
+
+
+def _prepared(
+    *,
+    task: str,
+    resolved: Resolved,
+    split: Split,
+    mode: str,
+    harm_margin: float,
+    split_seed: int,
+    data_dir: Path | None,
+    placement: Placement,
+) -> tuple[Scorer, ScoreResult, dict[str, Any]]:
+    """The live target's scorer on the split, its result there (checked: `check_target`), and the scorer
+    settings every row stores."""
+    model, tokenizer = load_seq2seq(resolved.target.path, device=placement.device)
+    scorer = Scorer(model, tokenizer, split, mode=mode, autocast_dtype=placement.autocast)
+    target_result = scorer.score()
+    check_target(
+        target=resolved.target.repo_id,
+        target_dir=resolved.target.path,
+        split=split,
+        search=target_result,
+        heldout=lambda: Scorer(
+            model,
+            tokenizer,
+            load_split(task, split="heldout", data_dir=data_dir, seed=split_seed),
+            mode=mode,
+            autocast_dtype=placement.autocast,
+        ).score(),
+    )
+    settings = ScorerSettings(
+        **scorer.settings,
+        split_seed=split_seed,
+        data=ScorerSettings.data_name(data_dir),
+        search_size=len(split),
+        harm_margin=harm_margin,
+        search_from=split.source,
+    ).to_dict()
+    return scorer, target_result, settings
 
 
 def _screen_todo(
@@ -202,44 +247,54 @@ def _screen_todo(
     vector_cache: Path | None,
     db_url: str | None,
     progress: bool,
+    placement: Placement,
+    plan: RacePlan = RacePlan(racing=False, how="grid"),
+    streaming: StreamSettings = StreamSettings(),
 ) -> None:
     """Score the target once (checking it never trained on the split), then each candidate over the grid,
-    committing each row as it is scored."""
-    model, tokenizer = load_seq2seq(resolved.target.path)
-    scorer = Scorer(model, tokenizer, split, mode=mode)
-    target_result = scorer.score()
-    target_score = float(target_result.score)
-    check_target(
-        target=resolved.target.repo_id,
-        target_dir=resolved.target.path,
+    committing each row as it is scored (or race them as `plan` says: `search.screen.racing`)."""
+    scorer, target_result, settings = _prepared(
+        task=task,
+        resolved=resolved,
         split=split,
-        search=target_result,
-        heldout=lambda: Scorer(
-            model, tokenizer, load_split(task, split="heldout", data_dir=data_dir, seed=split_seed), mode=mode
-        ).score(),
-    )
-    settings = ScorerSettings(
-        **scorer.settings,
-        split_seed=split_seed,
-        data=ScorerSettings.data_name(data_dir),
-        search_size=len(split),
+        mode=mode,
         harm_margin=harm_margin,
-        search_from=split.source,
-    ).to_dict()
+        split_seed=split_seed,
+        data_dir=data_dir,
+        placement=placement,
+    )
+    model, target_score = scorer.model, float(target_result.score)
     worker = worker_id()
-    with progress_bar(*counted_columns("{task.description}", eta=True), enabled=progress) as bar:
+    if plan.races(len(todo)):
+        row_for = functools.partial(
+            _screening_row, task=task, resolved=resolved, split=split, settings=settings, worker=worker
+        )
+        setup = RaceSetup(
+            scorer, target_result, tuple(lambdas), plan.how, harm_margin, RaceRule(keep=plan.keep)
+        )
+        race_todo(todo, setup=setup, plan=plan, resolved=resolved, row_for=row_for, streaming=streaming,
+                  vector_cache=vector_cache, db_url=db_url, progress=progress)  # fmt: skip
+        return
+    stream = streaming.open(todo, base_revision=resolved.base.revision, vector_cache=vector_cache)
+    with progress_bar(*counted_columns("{task.description}", eta=True), enabled=progress) as bar, stream:
         job = bar.add_task(f"screen {task}", total=len(todo))
-        for cand in todo:
+        for cand in stream:  # located, the next one downloading meanwhile
             bar.update(job, description=f"screen {task}: {cand.repo_id}")
             composer = open_composer(
                 model,
                 target=resolved.target.path,
                 base=resolved.base,
-                ingredients=[located(cand)],
+                ingredients=[cand],
                 cache_dir=vector_cache,
             )
+            stream.release(cand)  # the vector is extracted into the vector cache: the snapshot can go
             tried = screen_lambdas(
-                scorer, composer, lambdas=lambdas, target_score=target_score, harm_margin=harm_margin
+                scorer,
+                composer,
+                lambdas=lambdas,
+                target_score=target_score,
+                harm_margin=harm_margin,
+                how=plan.how,
             )
             row = _screening_row(
                 task=task,
@@ -251,7 +306,8 @@ def _screen_todo(
                 settings=settings,
                 worker=worker,
             )
-            save_screening(row, db_url=db_url)
+            save_screening(row, db_url=db_url, target=target_result, replace=True)  # a race's in-flight row
+            stream.screened(cand, gain=row["gain"])
             bar.advance(job)
 
 
@@ -271,47 +327,50 @@ def screen(
     progress: bool = True,
     search_from: SearchSource = "train",
     exclude: Sequence[str] = (),
+    device: str | None = None,
+    dtype: str = "auto",
+    racing: bool | None = None,
+    lambda_search: str = DEFAULT_LAMBDA_SEARCH,
+    race_keep: int = RACE_KEEP,
+    max_cached: int | None = None,
+    keep_vectors: int = KEEP_VECTORS,
+    stream_stats: StreamStats | None = None,
 ) -> list[dict[str, Any]]:
     """Screen every compatible candidate of the target's base (resuming where a previous run stopped).
 
     Args:
-        task: GLUE task of the target.
-        target: the target's repo id as synced into the registry, or its folder.
-        db_url: taskvec database URL.
-        data_dir: local GLUE parquet folder (None: the Hub).
-        lambdas: lambda grid.
+        task, target: GLUE task of the target; its repo id as synced into the registry, or its folder.
+        db_url, data_dir: taskvec database URL; local GLUE parquet folder (None: the Hub).
+        lambdas, harm_margin: lambda grid; see `search.screen.grid.is_clearly_harmful`.
         limit: screen at most this many new candidates in this run.
-        search_size: examples in the search split (default: the data module's default).
-        split_seed: seed of the stratified search split.
+        search_size, split_seed: examples in the search split (None: the data module's default); its seed.
         mode: scoring mode (`rank` or `generate`).
-        harm_margin: see `screen_lambdas`.
-        vector_cache: folder of precomputed task vectors (default: the registry's cache).
-        progress: show a progress bar.
-        search_from: carve the search split from `train` or from one half of `validation` (for a target
-            that may have trained on all of train).
-        exclude: shell-style patterns of repo ids left out (e.g. `org/*-large`): neither screened nor
-            returned, so a search never takes them.
+        vector_cache, progress: folder of task vectors (default: the registry's cache); a progress bar.
+        search_from: carve the search split from `train` or one half of `validation` (unknown provenance).
+        exclude: shell-style patterns of repo ids neither screened nor returned (e.g. `org/*-large`).
+        device, dtype: where and in what precision to score (`search.scoring.device.resolve`; stored).
+        racing, lambda_search, race_keep: see `search.screen.racing.RacePlan` (None: race above 32).
+        max_cached, keep_vectors, stream_stats: at most `max_cached` downloaded snapshots on disk at once,
+            the best `keep_vectors` new vectors kept; the cost filled into `stream_stats` (`.stream`).
 
     Returns:
-        Every screening of this target on this split (earlier runs' too), best gain first.
+        Every screening of this target on this split (earlier runs' too): full-split rows first, then
+        those a race dropped on a prefix, each by best gain (`search.screen.store.rank_key`).
 
     Raises:
         SearchError: unknown task, empty registry, a target not compatible with its base, no candidates.
         DataError, ModelError, RegistryError: unreadable data or models (one line each).
     """
-    _check_grid(task, lambdas)
-    check_source(search_from)
+    placement = _checked(task, lambdas, search_from=search_from, device=device, dtype=dtype)
     resolved, candidates = _candidates(target, db_url=db_url)
     split = load_split(
         task, split="search", data_dir=data_dir, size=search_size, seed=split_seed, source=search_from
     )
-    done = already_screened(
-        task=task, target_revision=resolved.target.revision, fingerprint=split.fingerprint, db_url=db_url
-    )
-    left_out = [c.repo_id for c in candidates if _excluded(c.repo_id, exclude)]
-    todo = [c for c in candidates if c.revision not in done and c.repo_id not in left_out]
-    if limit is not None:
-        todo = todo[: max(0, limit)]
+    rev, fingerprint = resolved.target.revision, split.fingerprint
+    states = stored_states(task=task, target_revision=rev, fingerprint=fingerprint, db_url=db_url)
+    plan = RacePlan(racing, lambda_search, race_keep, stored=_still_racing(states))
+    done = set(states) - set(plan.stored)
+    todo = _todo(candidates, done=done, exclude=exclude, limit=limit)
     if todo:
         _screen_todo(
             todo,
@@ -326,15 +385,35 @@ def screen(
             vector_cache=vector_cache,
             db_url=db_url,
             progress=progress,
+            placement=placement,
+            plan=plan,
+            streaming=StreamSettings(max_cached, keep_vectors, stream_stats),
         )
-    rows = screened_candidates(
-        task=task,
-        target_revision=resolved.target.revision,
-        split_fingerprint=split.fingerprint,
-        db_url=db_url,
-    )
-    rows = [r for r in rows if not _excluded(r["candidate_repo"], exclude)]
-    return sorted(rows, key=lambda r: (-r["gain"], r["candidate_repo"]))
+    rows = screened_candidates(task=task, target_revision=rev, split_fingerprint=fingerprint, db_url=db_url)
+    return sorted((r for r in rows if not _excluded(r["candidate_repo"], exclude)), key=rank_key)
+
+
+def _checked(
+    task: str, lambdas: Sequence[float], *, search_from: str, device: str | None, dtype: str
+) -> Placement:
+    """Check the options that need no database; where and how precisely to score (fails before any work)."""
+    _check_grid(task, lambdas)
+    check_source(search_from)
+    return resolve(device, dtype)
+
+
+def _todo(
+    candidates: Sequence[Pinned], *, done: set[str], exclude: Sequence[str], limit: int | None
+) -> list[Pinned]:
+    """The candidates still to screen: not screened yet, not excluded, at most `limit`."""
+    left_out = [c.repo_id for c in candidates if _excluded(c.repo_id, exclude)]
+    todo = [c for c in candidates if c.revision not in done and c.repo_id not in left_out]
+    return todo if limit is None else todo[: max(0, limit)]
+
+
+def _still_racing(states: dict[str, tuple[str, int | None]]) -> dict[str, int | None]:
+    """Revision -> n_scored of the rows a killed race left racing (`stored_states`)."""
+    return {rev: n for rev, (state, n) in states.items() if state == "racing"}
 
 
 def _excluded(repo_id: str, patterns: Sequence[str]) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from registry.pins import resolve_target
 from search.errors import SearchError
+from search.scoring.device import Placement, resolve
 from search.study.objectives import Control, resolve_objective
 from search.tasks.data import SEARCH_SOURCES
 from search.tasks.glue import get_task
@@ -102,6 +103,16 @@ class SearchConfig:
     controls: tuple[Control, ...] = ()
     """Control guards: a composition dropping more than `max_drop` points below the target on a control
     task is infeasible."""
+    surrogate: bool = False
+    """Propose trials with the screening-informed surrogate (`search.study.surrogate`; one-task studies).
+    Off by default: on the pico zoo (`benchmarks/surrogate_eval.py`) it reached a long run's best with 1.1x
+    to 5.9x fewer exact forwards, but its best's held-out score was lower on SST-2 (README)."""
+    device: str | None = None
+    """Where this worker scores: `auto`, `cpu`, `cuda`, `cuda:N`, `mps` (None: `TASKVEC_DEVICE`, else auto).
+    Its type (not its index) is part of the study's identity."""
+    dtype: str = "auto"
+    """Scoring precision: `auto` (bf16 autocast on CUDA, fp32 elsewhere), `fp32`, `bf16`, `fp16`; part of
+    the study's identity."""
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -122,6 +133,15 @@ class SearchConfig:
     def label(self) -> str:
         """The leaderboard's `task` value: the task, or the tasks joined by commas."""
         return ",".join(self.tasks)
+
+    @property
+    def placement(self) -> Placement:
+        """`device` and `dtype` resolved on this machine.
+
+        Raises:
+            SearchError: a device that is not there, or a dtype it cannot run.
+        """
+        return resolve(self.device, self.dtype)
 
     def validate(self) -> None:
         """Check the options that need no database.
@@ -168,6 +188,7 @@ class SearchConfig:
         check_coefficients([self.lambda_max], what="lambda_max")
         if self.prefix_rungs < 1 or self.reduction_factor < 2:
             raise SearchError("pruning needs at least 1 rung and a reduction factor of at least 2")
+        resolve(self.device, self.dtype)  # an unusable --device or --dtype fails here, before any work
 
     def _validate_controls(self) -> None:
         seen = set()
@@ -239,6 +260,9 @@ def config_record(config: SearchConfig) -> dict[str, Any]:
     """The resolved search as JSON-ready data (stored with its study: `taskvec leaderboard --config`)."""
     out = asdict(config)
     out["controls"] = [c.as_text() for c in config.controls]
+    # As resolved here, by type (a worker's GPU index is its own): the file reruns into the same study.
+    placement = config.placement
+    out["device"], out["dtype"] = placement.device_type, placement.dtype_name
     for key in ("data_dir", "vector_cache"):
         out[key] = None if out[key] is None else str(out[key])
     return json.loads(json.dumps(out, default=str))
@@ -297,6 +321,15 @@ def _settings_digest(config: SearchConfig) -> str:
         knobs["search_from"] = config.search_from
     if config.seed != 0:  # another sampler seed proposes other trials: another study (seed 0 keeps old names)
         knobs["seed"] = config.seed
+    if config.surrogate:  # it proposes other trials: another study (off keeps the names given before)
+        knobs["surrogate"] = True
+    # Scores on another device type or in another precision differ (bf16 flips near-tie predictions): a
+    # study scored on cpu-fp32 (the only kind before, so its names stay) is not joined by a cuda-bf16 run.
+    placement = config.placement
+    if placement.device_type != "cpu":
+        knobs["device"] = placement.device_type
+    if placement.autocast is not None:
+        knobs["dtype"] = placement.dtype_name
     return hashlib.sha1(json.dumps(knobs, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -26,6 +26,7 @@ from search.scoring.prefix import NestedPrefixScorer
 from search.scoring.scorer import Scorer
 from search.study.objectives import Control, combine
 from search.study.space import lambda_param, use_param
+from search.study.surrogate import SURROGATE_ATTR
 from search.tables import one_or_each, worker_id
 from search.vectors import Composer
 
@@ -135,6 +136,8 @@ class Objective:
         references: task -> the task's fine-tuned reference score on its search split (normalized-mean).
         guards: control guards, scored after the objective.
         gate: opened while the tagged trial scores (see `InterruptGate`); None lets Ctrl-C through always.
+        surrogate: the surrogate's prediction of a composition's score, kept as the trial's
+            `surrogate_score` (made before it is scored) where its proposer did not already set it.
     """
 
     def __init__(
@@ -150,8 +153,10 @@ class Objective:
         references: dict[str, float] | None = None,
         guards: Sequence[GuardScorer] = (),
         gate: InterruptGate | None = None,
+        surrogate: Callable[[list[float]], float] | None = None,
     ) -> None:
         self.composer = composer
+        self.surrogate = surrogate
         self.gate = gate
         self.scorers = dict(scorers)
         self.tasks = list(self.scorers)
@@ -219,6 +224,8 @@ class Objective:
         trial.set_user_attr("worker", self.worker)
         # Tagged: from here an interrupt fails this trial, and `storage.fail_own_running` finds it.
         coefs = self.suggest(trial)
+        if self.surrogate is not None and SURROGATE_ATTR not in trial.user_attrs:
+            trial.set_user_attr(SURROGATE_ATTR, float(self.surrogate(coefs)))
         with self._interruptible():
             self.composer.apply(coefs)
         step, per_task = self._score_rungs(trial)

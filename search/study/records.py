@@ -55,6 +55,7 @@ ROW_KEYS = (
     "examples_scored",
     "heldout_at",
     "gain_ci",
+    "surrogate_score",
 )
 
 # Columns a re-written trial may not clear: held-out results and Pareto flags computed after the trial.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
@@ -36,7 +37,22 @@ from search.study.objective import FINISHED, InterruptGate, Objective, QuotaReac
 from search.study.records import query, study_best
 from search.study.sampling import make_pruner, make_sampler
 from search.study.storage import check_storage_url, fail_own_running, fail_unbeaten_trials, storage_url
+from search.study.surrogate import SurrogateProposer, proposer_for
 from search.study.trials import sync_leaderboard, trial_feasible, trial_value, write_trial
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """How a worker process reports to the parent that started it (`search.study.workers`).
+
+    Attributes:
+        started: called with the study's name once the study is open and the target scored; it may
+            block until the parent lets the workers start their trials together.
+        progress: called with `(finished trials, status text)` at each turn of the trial loop.
+    """
+
+    started: Callable[[str], None]
+    progress: Callable[[int, str], None]
 
 
 @dataclass
@@ -49,14 +65,18 @@ class _Run:
     started: float
     trials_here: int = 0
     stopped: str = "done"
+    proposer: SurrogateProposer | None = None
 
 
-def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
+def run_search(
+    config: SearchConfig, *, progress: bool = True, hooks: RunHooks | None = None
+) -> SearchSummary:
     """Run (or resume, or join) the study until it has `n_trials` finished trials or time runs out.
 
     Args:
         config: the search (one task, or several with a multi-task objective).
         progress: show a live progress line with the best score so far.
+        hooks: a worker process's reports to its parent (`search.study.workers`).
 
     Returns:
         The study's summary after this worker stopped.
@@ -75,8 +95,10 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchSummary:
     run = _start(config)
     if progress:
         _announce(run)
+    if hooks is not None:
+        hooks.started(run.live.name)
     try:
-        _loop(run, progress=progress)
+        _loop(run, progress=progress, hooks=hooks)
     except KeyboardInterrupt:
         fail_own_running(run.live.study, run.objective.worker)
         _sync(run)
@@ -136,12 +158,25 @@ def _start(config: SearchConfig) -> _Run:
         guards=live.guards,
         gate=InterruptGate(),
     )
+    proposer = _proposer(config, live, seed=seed)
+    objective.surrogate = None if proposer is None else proposer.predict
     # A Pareto study scores whole splits (one step), which makes this Optuna's NopPruner.
     live.study.pruner = make_pruner(config, objective.steps)
-    run = _Run(config=config, live=live, objective=objective, started=started)
+    run = _Run(config=config, live=live, objective=objective, started=started, proposer=proposer)
     _remember(run)
     _sync(run)
     return run
+
+
+def _proposer(config: SearchConfig, live: LiveStudy, *, seed: int) -> SurrogateProposer | None:
+    """The surrogate's proposer when asked for and possible; says which (one line)."""
+    if not config.surrogate:
+        return None
+    task = live.context.tasks[0]
+    labels = live.scorers[task].full.labels  # by row of the search split, as the stored positions index
+    proposer, note = proposer_for(live.context, labels=labels, seed=seed, db_url=config.db_url)
+    _say(note)
+    return proposer
 
 
 def _say(line: str) -> None:
@@ -204,7 +239,7 @@ def _sync(run: _Run) -> None:
     sync_leaderboard(run.live.study, run.live.context, run.live.target, db_url=run.config.db_url)
 
 
-def _loop(run: _Run, *, progress: bool) -> None:
+def _loop(run: _Run, *, progress: bool, hooks: RunHooks | None = None) -> None:
     """Run trials until the study has its total, or this worker's time is up."""
     config, study, gate = run.config, run.live.study, run.objective.gate
     deadline = None if config.timeout_s is None else run.started + config.timeout_s
@@ -224,6 +259,8 @@ def _loop(run: _Run, *, progress: bool) -> None:
             if progress:
                 status = _best_text(run) + (f" · {counts.pruned} pruned" if run.objective.pruning else "")
                 bar.update(job, completed=min(counts.finished, config.n_trials), best=status)
+            if hooks is not None:
+                hooks.progress(counts.finished, _best_text(run))
             if counts.finished >= config.n_trials:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -236,6 +273,8 @@ def _loop(run: _Run, *, progress: bool) -> None:
                 fail_unbeaten_trials(study, grace_s=config.grace_period)
                 time.sleep(min(config.heartbeat_interval, 2.0))
                 continue
+            if run.proposer is not None and counts.waiting == 0:
+                run.proposer.enqueue(study)  # the surrogate's pick (or, on the sampler's turn, nothing)
             study.optimize(run.objective, n_trials=1, catch=(QuotaReached,), callbacks=[on_trial_end])
             run.trials_here += 1
         gate.check()

@@ -19,7 +19,7 @@ from typing import Any
 
 from registry.pins import Pinned, Resolved
 from search.errors import SearchError
-from search.screen.store import screened_candidates
+from search.screen.store import rank_key, screened_candidates
 from search.study.config import SearchConfig
 from search.study.context import Candidate
 from search.study.references import resolve_references
@@ -56,10 +56,11 @@ def select_candidates(
         min_gain: a helper enters when its screened gain is above this (points on the search split).
 
     Returns:
-        The chosen screenings, best gain first (ties broken by repo id for determinism): always a prefix
-        of that order, so their number alone says which they are.
+        The chosen screenings, best gain first (ties broken by repo id for determinism; full-split rows
+        before those a racing screen dropped on a prefix: `rank_key`): always a prefix of that order, so
+        their number alone says which they are.
     """
-    ranked = sorted(screenings, key=lambda s: (-s["gain"], s["candidate_repo"]))
+    ranked = sorted(screenings, key=rank_key)  # full-split rows before those a racing screen dropped
     positive = [s for s in ranked if s["gain"] > min_gain]
     return (positive or ranked)[:top_k]
 
@@ -101,9 +102,7 @@ def multitask_candidates(
             }
         )
     queues = {
-        task: [
-            s for s in sorted(rows, key=lambda s: (-s["gain"], s["candidate_repo"])) if s["gain"] > min_gain
-        ]
+        task: [s for s in sorted(rows, key=rank_key) if s["gain"] > min_gain]
         for task, rows in helpers.items()
     }
     while len(out) < top_k and any(queues.values()):

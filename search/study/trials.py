@@ -15,6 +15,7 @@ from search.study.context import StudyContext, TargetScores
 from search.study.objectives import combine, is_feasible
 from search.study.records import existing_trial_numbers, update_pareto, upsert_rows
 from search.study.space import coefficients_from_params
+from search.study.surrogate import SURROGATE_ATTR
 
 
 def trial_value(trial: FrozenTrial) -> float:
@@ -101,6 +102,7 @@ def trial_row(trial: FrozenTrial, context: StudyContext, target: TargetScores) -
         "examples_scored": int(trial.user_attrs.get("examples_scored", 0)),
         "worker": trial.user_attrs.get("worker", "unknown"),
         "created": trial.datetime_complete,
+        "surrogate_score": trial.user_attrs.get(SURROGATE_ATTR),
     }
 
 
