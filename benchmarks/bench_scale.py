@@ -5,7 +5,8 @@ A random t5-small base, 12 perturbed fine-tunes sharing its lineage (single-file
 the real huggingface_hub client. Each stage runs as the user runs it, `taskvec ...` in its own process,
 with its own Hugging Face cache and taskvec home under the work folder:
 
-  sync (with --verify-pickles) -> screen (3 lambdas, 200 examples) -> search (4 trials) -> export
+  sync (--metadata-only --verify-pickles) -> screen (3 lambdas, 200 examples, --max-cached 2)
+  -> search (4 trials) -> export
 
 Per stage: wall time, bytes the Hub served, the process's peak RSS (`wait4`), and the peak disk of the
 work folder (sampled every 0.2 s). Then the projected hours of the paper's workload (427 t5-base
@@ -146,6 +147,7 @@ def _pipeline(*, world_root: Path, zoo: Path, work: Path, max_cached: int | None
             "hub",
             "--search",
             "scale/",
+            "--metadata-only",  # at Hub scale: a weight scan would cache every candidate (README)
             "--verify-pickles",
         ]
         stages.append(run_stage("sync", sync, env=env, hub=hub, work=work)[0])
@@ -319,7 +321,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--zoo", type=Path, default=None, help="a built pico zoo (data + tokenizer)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temp dir)")
     parser.add_argument("--finetunes", type=int, default=12, help="perturbed fine-tunes besides the target")
-    parser.add_argument("--max-cached", type=int, default=None, help="passed to screen (streaming)")
+    parser.add_argument("--max-cached", type=int, default=2, help="screen's --max-cached (streaming)")
     parser.add_argument("--cost-examples", type=int, default=128, help="examples per cost measurement")
     parser.add_argument("--gpu-examples-per-s", type=float, default=None, help="t5-base rate from gpu_check")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads here")
