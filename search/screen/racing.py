@@ -356,6 +356,11 @@ def race_todo(
         row = row_for(candidate=standing.candidate, tried=standing.tried, target_score=target_prefix_score)
         row["eliminated_round"] = standing.eliminated_round
         save_screening(row, db_url=db_url, target=setup.target, replace=True)
+        # Done racing: its vector joins the best --keep-vectors, a dropped one ranks below every finisher
+        if standing.eliminated_round is not None:
+            stream.screened(standing.candidate, gain=-float("inf"))
+        elif standing.n == len(setup.scorer.split):
+            stream.screened(standing.candidate, gain=standing.best["score"] - target_prefix_score)
 
     def composer_for(cand: Pinned) -> Composer:  # streamed: later rounds read the vector cache
         found = stream.take(cand)
