@@ -45,7 +45,11 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def count(self) -> int:
-        return sum(1 for _ in self.root.glob("*/*")) if self.root.is_dir() else 0
+        while True:
+            try:
+                return sum(1 for _ in self.root.glob("*/*")) if self.root.is_dir() else 0
+            except FileNotFoundError:
+                continue  # a folder deleted while it was listed: look again rather than stop sampling
 
     def _run(self) -> None:
         while not self._stop.is_set():
