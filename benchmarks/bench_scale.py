@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.scale_world import BASE, T5_BASE, T5_SMALL, TARGET, TARGET_TASK, build_world, random_t5
+from benchmarks.bench_scoring import T5_BASE, T5_SMALL
+from benchmarks.scale_world import BASE, TARGET, TARGET_TASK, build_world, random_t5
 from benchmarks.zoo import build
 from search.scoring.scorer import Scorer
 from search.tasks.data import load_split

@@ -62,6 +62,14 @@ T5_SMALL = {
     "pad_token_id": 0,
     "eos_token_id": 1,
 }
+T5_BASE = {
+    **T5_SMALL,
+    "d_model": 768,
+    "d_ff": 3072,
+    "num_layers": 12,
+    "num_decoder_layers": 12,
+    "num_heads": 12,
+}
 
 
 def baseline_generate(

@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import T5Config, T5ForConditionalGeneration
 
-from benchmarks.bench_scoring import T5_SMALL
+from benchmarks.bench_scoring import T5_BASE, T5_SMALL
 from benchmarks.zoo import build, load_manifest
 from registry.constants import ENV_HOME
 from registry.sync import sync
@@ -51,14 +51,6 @@ from search.tasks.glue import GLUE_TASKS
 
 BASE_REPO = "pico/t5-pico"
 TARGET_FMT = "pico/t5-pico-{task}"
-T5_BASE = {
-    **T5_SMALL,
-    "d_model": 768,
-    "d_ff": 3072,
-    "num_layers": 12,
-    "num_decoder_layers": 12,
-    "num_heads": 12,
-}
 # The smoke run's stand-ins for the real shapes: the same code path, seconds on two loaded cores.
 SMOKE_SMALL = {**T5_SMALL, "vocab_size": 4096, "d_model": 64, "d_kv": 16, "d_ff": 128, "num_heads": 4}
 SMOKE_BASE = {**SMOKE_SMALL, "num_layers": 3, "num_decoder_layers": 3}

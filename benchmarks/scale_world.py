@@ -23,29 +23,12 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.utils import logging as hf_logging
 
+from benchmarks.bench_scoring import T5_SMALL  # t5-small's real config, one home for the real shapes
+
 ORG = "scale"
 BASE = f"{ORG}/t5-small"
 TARGET_TASK = "sst2"
 TARGET = f"{ORG}/t5-small-{TARGET_TASK}"
-T5_SMALL = {
-    "vocab_size": 32128,
-    "d_model": 512,
-    "d_kv": 64,
-    "d_ff": 2048,
-    "num_layers": 6,
-    "num_decoder_layers": 6,
-    "num_heads": 8,
-    "feed_forward_proj": "relu",
-    "tie_word_embeddings": True,
-}
-T5_BASE = {
-    **T5_SMALL,
-    "d_model": 768,
-    "d_ff": 3072,
-    "num_layers": 12,
-    "num_decoder_layers": 12,
-    "num_heads": 12,
-}
 # The layouts of the fine-tunes, in order (cycled): what `sync` and screening must all read.
 LAYOUTS = ("single", "sharded", "fp16", "single", "sharded", "bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -67,10 +50,10 @@ class ScaleWorld:
 
 
 def t5_config(shape: dict, *, tokenizer_dir: Path) -> T5Config:
-    """A T5 config of `shape` with the special token ids of the zoo's tokenizer."""
+    """A T5 config of `shape` with the special token ids of the zoo's tokenizer (they replace the shape's)."""
     zoo_config = json.loads((tokenizer_dir / "config.json").read_text())
     ids = {k: zoo_config[k] for k in ("pad_token_id", "eos_token_id", "decoder_start_token_id")}
-    return T5Config(**shape, **ids)
+    return T5Config(**{**shape, **ids})
 
 
 def random_t5(shape: dict, *, tokenizer_dir: Path, seed: int) -> T5ForConditionalGeneration:
