@@ -39,8 +39,9 @@ import torch
 from benchmarks.bench_scoring import T5_BASE, T5_SMALL
 from benchmarks.scale_world import BASE, TARGET, TARGET_TASK, build_world, random_t5
 from benchmarks.zoo import build
+from search.scoring.models import load_seq2seq
 from search.scoring.scorer import Scorer
-from search.tasks.data import load_split
+from search.tasks.data import Split, load_split
 from search.vectors.composer import Composer
 from search.vectors.taskvector import TaskVector
 from tests.hub_server import serve
@@ -171,13 +172,9 @@ def _pipeline(*, world_root: Path, zoo: Path, work: Path, max_cached: int | None
     return stages, facts
 
 
-def _per_example_s(shape: dict, *, zoo: Path, tokenizer_dir: Path, n: int) -> float:
-    """Seconds per example of rank scoring at `shape` (random weights; the zoo's SST-2 inputs)."""
-    model = random_t5(shape, tokenizer_dir=tokenizer_dir, seed=1)
-    from search.scoring.models import load_seq2seq  # the zoo tokenizer, loaded as screening loads it
-
-    _, tokenizer = load_seq2seq(tokenizer_dir)
-    split = load_split(TARGET_TASK, split="heldout", data_dir=zoo, size=n)
+def _per_example_s(model, *, tokenizer, split: Split) -> float:
+    """Seconds per example of rank scoring `model` (random weights) on `split`."""
+    n = len(split)
     scorer = Scorer(model, tokenizer, split)
     scorer.score(prefix=min(16, n))  # warm-up
     started = time.perf_counter()
@@ -185,9 +182,9 @@ def _per_example_s(shape: dict, *, zoo: Path, tokenizer_dir: Path, n: int) -> fl
     return (time.perf_counter() - started) / n
 
 
-def _compose_s(shape: dict, *, tokenizer_dir: Path, k: int, work: Path) -> tuple[float, float]:
-    """(seconds to extract one vector, seconds to compose k vectors) at `shape`, from folders on disk."""
-    base = random_t5(shape, tokenizer_dir=tokenizer_dir, seed=2)
+def _compose_s(base, *, k: int, work: Path) -> tuple[float, float]:
+    """(seconds to extract one vector, seconds to compose k vectors) at `base`'s shape, from folders on
+    disk; `base` is left perturbed."""
     folder_b, folder_f = work / "cost-base", work / "cost-ft"
     base.save_pretrained(folder_b)
     with torch.no_grad():
@@ -222,11 +219,14 @@ def project(*, per_example_s: float, extract_s: float, compose_s: float, model_b
 
 def projections(*, zoo: Path, tokenizer_dir: Path, work: Path, n: int, gpu_rate: float | None) -> dict:
     out: dict = {}
+    _, tokenizer = load_seq2seq(tokenizer_dir)  # the zoo's tokenizer, loaded as screening loads it
+    split = load_split(TARGET_TASK, split="heldout", data_dir=zoo, size=n)
     for name, shape in (("t5_small", T5_SMALL), ("t5_base", T5_BASE)):
-        per_ex = _per_example_s(shape, zoo=zoo, tokenizer_dir=tokenizer_dir, n=n)
-        extract, compose = _compose_s(shape, tokenizer_dir=tokenizer_dir, k=4, work=work)
+        model = random_t5(shape, tokenizer_dir=tokenizer_dir, seed=1)
         # parameters() counts tied tensors once (T5's shared embedding is also encoder/decoder/lm_head)
-        n_params = sum(p.numel() for p in random_t5(shape, tokenizer_dir=tokenizer_dir, seed=0).parameters())
+        n_params = sum(p.numel() for p in model.parameters())
+        per_ex = _per_example_s(model, tokenizer=tokenizer, split=split)
+        extract, compose = _compose_s(model, k=4, work=work)
         out[name] = {
             "cpu_per_example_ms": round(per_ex * 1e3, 2),
             "extract_s": round(extract, 2),
