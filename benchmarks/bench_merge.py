@@ -15,6 +15,8 @@ Vector contents do not change memory traffic, so vectors are filled with constan
 vector, so no two share memory); each tensor's K vectors are the rows of one buffer, as the composer
 stacks them (it then uses them in place). t5-base at K=16 stores vectors in bf16 (7 GB instead of 14 GB of fp32,
 on a machine shared with others), like the optional bf16 vector cache; its bytes are counted as bf16.
+Each row names the composer's path: `fused16` (the compiled one-pass kernel for 16-bit vectors on the CPU,
+`search/vectors/fused.py`) or `torch`; `--torch-only` (TASKVEC_FUSED=0) measures the torch path alone.
 
 With `--zoo DIR` (a built pico zoo) it also measures the score effect of bf16 vector storage: the pico
 SST-2 target composed with two candidates over a grid of coefficients, scored with fp32 and with bf16
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import tempfile
 import time
@@ -38,6 +41,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import T5Config, T5ForConditionalGeneration
 
+from registry.constants import ENV_FUSED
 from search.scoring import Scorer, load_seq2seq
 from search.tasks import load_split
 from search.vectors import Composer, TaskVector, load_vector, model_parameters
@@ -141,7 +145,7 @@ def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, 
     elem = torch.tensor([], dtype=dtype).element_size()
     copy_bw = 2 * n * 4 / t_copy
     comp_bw = (2 * n * 4 + k * n * elem) / t_comp
-    home, storage = composer.home, str(composer.storage).removeprefix("torch.")
+    home, storage, path = composer.home, str(composer.storage).removeprefix("torch."), composer.path
     composer = vectors = stacks = None  # free before the next K
     gc.collect()
     return {
@@ -149,6 +153,7 @@ def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, 
         "vector_dtype": str(dtype).removeprefix("torch."),
         "composer_home": home,
         "composer_storage": storage,
+        "composer_path": path,
         "params_m": round(n / 1e6, 1),
         "copy_s": round(t_copy, 4),
         "composer_s": round(t_comp, 4),
@@ -222,7 +227,12 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch threads (1: robust on busy shared cores)"
     )
     parser.add_argument("--zoo", type=Path, default=None, help="a built pico zoo, for the bf16 score effect")
+    parser.add_argument(
+        "--torch-only", action="store_true", help="compose 16-bit vectors with torch (no compiled kernel)"
+    )
     args = parser.parse_args()
+    if args.torch_only:
+        os.environ[ENV_FUSED] = "0"
     torch.set_num_threads(args.threads)
 
     results = []
@@ -244,6 +254,7 @@ def main() -> None:
         "shape",
         "k",
         "vector_dtype",
+        "composer_path",
         "params_m",
         "copy_gbps",
         "composer_gbps",
@@ -264,8 +275,8 @@ def main() -> None:
         "bench": "merge",
         "torch_threads": torch.get_num_threads(),
         "bandwidth_frac_min": min(r["bandwidth_frac"] for r in results),
-        # bf16 storage halves the bytes, but its conversion to fp32 is compute-bound on CPUs without
-        # native bf16 (~4 GB/s here), so fp32 rows show the memory-bound figure on their own
+        # bf16 storage halves the bytes; without the compiled kernel its widening to fp32 is compute-bound on
+        # CPUs without native bf16 (~4 GB/s here), so fp32 rows show the memory-bound figure on their own
         "bandwidth_frac_min_fp32": min(
             (r["bandwidth_frac"] for r in results if r["vector_dtype"] == "float32"), default=None
         ),

@@ -12,6 +12,8 @@ ENV_STORAGE = "TASKVEC_STORAGE"
 ENV_DEBUG = "TASKVEC_DEBUG"
 # Where models run (`--device`): auto, cpu, cuda, cuda:N or mps (search.scoring.device).
 ENV_DEVICE = "TASKVEC_DEVICE"
+# 0 turns off the composer's compiled kernel for 16-bit vectors on the CPU (search.vectors.fused).
+ENV_FUSED = "TASKVEC_FUSED"
 # huggingface_hub's own switches, honoured before any request is made (see registry.sources.hub).
 ENV_HF_OFFLINE = "HF_HUB_OFFLINE"
 ENV_HF_ENDPOINT = "HF_ENDPOINT"

@@ -25,6 +25,7 @@ from search.vectors.checkpoint import (
     check_keys,
     model_parameters,
 )
+from search.vectors.fused import Fused16, fused16
 from search.vectors.methods import get_method
 from search.vectors.placement import Home, Stager, host_block, vector_home
 from search.vectors.taskvector import TaskVector
@@ -182,6 +183,20 @@ class Composer:
             if self.home == "streamed"
             else None
         )
+        self._fused = self._fused_kernel()
+
+    def _fused_kernel(self) -> Fused16 | None:
+        """The compiled one-pass kernel where it applies: 16-bit task-arithmetic stacks held on the CPU."""
+        if self.device.type != "cpu" or self.home != "device" or not self.method.linear:
+            return None
+        if self.storage not in (torch.bfloat16, torch.float16):
+            return None
+        return fused16()
+
+    @property
+    def path(self) -> str:
+        """How `apply` composes: `fused16` (the compiled kernel) or `torch` (chunked torch operations)."""
+        return "fused16" if self._fused is not None else "torch"
 
     def _stack_bytes(self, vectors: Sequence[TaskVector], params: Mapping[str, torch.Tensor]) -> int:
         # Only task arithmetic keeps the stored dtype; trimmed or masked vectors are fp32.
@@ -270,6 +285,9 @@ class Composer:
                 for e in self._entries:
                     e.out.copy_(e.theta)
             return
+        if self._fused is not None:
+            self._apply_fused(active, coefs)
+            return
         if self.home == "streamed":  # one copy per chunk: the span of the active rows
             runs = [(active[0], active[-1] + 1)]
         else:  # bridging costs a read of a 16-bit row or, in place, of an fp32 one
@@ -279,6 +297,26 @@ class Composer:
         with torch.no_grad():
             for e in self._entries:
                 self._apply_entry(e, runs, cvec, [coefs[i] for i in active], [rows.index(i) for i in active])
+
+    def _apply_fused(self, active: list[int], coefs: tuple[float, ...]) -> None:
+        """One pass per tensor through the compiled kernel: only the active rows are read."""
+        assert self._fused is not None
+        rows = torch.tensor(active, dtype=torch.int64)
+        cvec = torch.tensor([coefs[i] for i in active], dtype=torch.float32)
+        threads = torch.get_num_threads()
+        for e in self._entries:
+            assert e.stack is not None
+            dst = e.out if e.out.dtype == torch.float32 else self._tensor_buf(e)
+            self._fused.compose(theta=e.theta, stack=e.stack, rows=rows, coefs=cvec, out=dst, threads=threads)
+            if dst is not e.out:
+                e.out.copy_(dst)  # a half-precision model: composed in fp32, rounded once
+
+    def _tensor_buf(self, e: _Entry) -> torch.Tensor:
+        """An fp32 buffer the size of the entry (half-precision models only; reused while large enough)."""
+        n = e.out.numel()
+        if self._buf.numel() < n:
+            self._buf = torch.empty(n, dtype=torch.float32, device=self.device)
+        return self._buf[:n]
 
     def _apply_entry(
         self,
