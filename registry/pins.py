@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -186,8 +186,19 @@ def _registry_source(repo_id: str, revision: str | None, db_url: str | None) -> 
     return None
 
 
-def checkpoint_dirs(pairs: Sequence[tuple[str, str]], *, db_url: str | None = None) -> list[Path]:
+def checkpoint_dirs(
+    pairs: Sequence[tuple[str, str]],
+    *,
+    db_url: str | None = None,
+    unlocated: Collection[tuple[str, str]] = (),
+) -> list[Path]:
     """Folders of (repo_id, revision) pairs that the registry holds as `compatible` checkpoints.
+
+    Args:
+        pairs: the checkpoints, in order.
+        db_url: the registry's database.
+        unlocated: pairs to check in the registry but not to locate (their folder is `Path()`): those whose
+            vectors are cached, so that a Hub snapshot a streamed screen deleted is not downloaded again.
 
     Raises:
         RegistryError: if a pair is no longer a compatible registry entry, or its folder is gone.
@@ -210,6 +221,9 @@ def checkpoint_dirs(pairs: Sequence[tuple[str, str]], *, db_url: str | None = No
             sources[(repo_id, revision)] = row[0]
     dirs = []
     for repo_id, revision in pairs:
+        if (repo_id, revision) in unlocated:
+            dirs.append(Path())
+            continue
         try:
             dirs.append(model_dir(source=sources[(repo_id, revision)], repo_id=repo_id, revision=revision))
         except RegistryError as exc:

@@ -181,6 +181,29 @@ def test_screen_max_cached_keeps_the_bound_the_users_cache_and_the_best_vector(w
     assert len(list(vectors.rglob("*.safetensors"))) == 1
 
 
+def _invoke(*args: str):
+    res = CliRunner().invoke(app, list(args))
+    assert res.exit_code == 0, res.output
+    return res
+
+
+@pytest.mark.slow
+def test_search_after_a_streamed_screen_downloads_nothing_again(world, tiny_zoo):
+    """The study composes its candidates from their cached vectors, not from snapshots fetched again."""
+    common = ["--task", "sst2", "--target", TARGET, "--data", str(tiny_zoo / "glue"), "--search-size", "100"]
+    _invoke(
+        "screen", *common, "--lambdas", "0.5,1.0", "--no-racing", "--lambda-search", "grid",
+        "--max-cached", "1", "--keep-vectors", "2", "--db", world["url"],
+    )  # fmt: skip
+    world["hub"].reset_counters()
+    res = _invoke(
+        "search", *common, "--top-k", "2", "--trials", "2", "--no-pruning", "--heldout-top", "0",
+        "--db", world["url"],
+    )  # fmt: skip
+    assert "using 2 of 4 screened candidates" in res.output, res.output  # one of them was streamed
+    assert not world["hub"].weight_bytes, dict(world["hub"].weight_bytes)
+
+
 def test_candidates_taken_out_of_order_keep_the_bound_and_leave_nothing(world):
     """A resumed race takes some candidates only, some twice: skipped prefetches go, nothing is left."""
     resolved = resolve_target(TARGET, db_url=world["url"])

@@ -64,6 +64,21 @@ def cache_path(*, cache_dir: Path, base_revision: str, candidate_revision: str, 
     )
 
 
+def is_cached(
+    *,
+    base_revision: str,
+    candidate_revision: str,
+    cache_dir: Path | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> bool:
+    """Whether the vector of (base, candidate) at `dtype` has a file in the cache (not yet checked whole:
+    `load_vector` does that, and rebuilds a damaged one from the candidate's folder)."""
+    root = Path(cache_dir) if cache_dir is not None else vector_cache_dir()
+    return cache_path(
+        cache_dir=root, base_revision=base_revision, candidate_revision=candidate_revision, dtype=dtype
+    ).is_file()
+
+
 def save_vector(
     vector: TaskVector,
     path: Path,
