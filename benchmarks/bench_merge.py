@@ -15,7 +15,7 @@ Vector contents do not change memory traffic, so vectors are filled with constan
 vector, so no two share memory); each tensor's K vectors are the rows of one buffer, as the composer
 stacks them (it then uses them in place). t5-base at K=16 stores vectors in bf16 (7 GB instead of 14 GB of fp32,
 on a machine shared with others), like the optional bf16 vector cache; its bytes are counted as bf16.
-Each row names the composer's path: `fused16` (the compiled one-pass kernel for 16-bit vectors on the CPU,
+Each row names the composer's path: `fused` (the compiled one-pass kernel on the CPU,
 `search/vectors/fused.py`) or `torch`; `--torch-only` (TASKVEC_FUSED=0) measures the torch path alone.
 
 With `--zoo DIR` (a built pico zoo) it also measures the score effect of bf16 vector storage: the pico
@@ -219,7 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 4, 16])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--fp32-max-gb", type=float, default=6.0, help="above this, vectors are stored in bf16"
     )
@@ -228,7 +228,7 @@ def main() -> None:
     )
     parser.add_argument("--zoo", type=Path, default=None, help="a built pico zoo, for the bf16 score effect")
     parser.add_argument(
-        "--torch-only", action="store_true", help="compose 16-bit vectors with torch (no compiled kernel)"
+        "--torch-only", action="store_true", help="compose with torch only (no compiled kernel)"
     )
     args = parser.parse_args()
     if args.torch_only:

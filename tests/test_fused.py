@@ -1,5 +1,5 @@
-"""The compiled 16-bit composition kernel (search/vectors/fused.py) against torch: both dtypes, ragged
-lengths (its SIMD body and scalar tail), fp16 subnormals and infinities, strided rows, subsets, two
+"""The compiled composition kernel (search/vectors/fused.py) against torch: bf16 and fp16 stacks,
+ragged lengths (its SIMD body and scalar tail), fp16 subnormals and infinities, strided rows, subsets, two
 threads; the composer's choice of it; and the torch path where no compiler is found."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from search.vectors import Composer, TaskVector, fused
-from search.vectors.fused import SPLIT_MIN, fused16
+from search.vectors.fused import SPLIT_MIN, fused_kernel
 
-pytestmark = pytest.mark.skipif(fused16() is None, reason="no C compiler or no AVX2/FMA/F16C here")
+pytestmark = pytest.mark.skipif(fused_kernel() is None, reason="no C compiler or no AVX2/FMA/F16C here")
 
 
 def _reference(theta, stack, rows, coefs):
@@ -27,7 +27,7 @@ def test_kernel_matches_torch(dtype, n):
     stack = buf[:, :n]
     for rows, coefs in (([0, 1, 2, 3, 4], [0.3, -0.2, 0.7, 1.1, -0.9]), ([3], [0.8]), ([1, 4], [2.0, -0.5])):
         out = torch.empty(n)
-        fused16().compose(
+        fused_kernel().compose(
             theta=theta,
             stack=stack,
             rows=torch.tensor(rows, dtype=torch.int64),
@@ -43,7 +43,7 @@ def test_fp16_special_values_in_the_simd_body_and_the_tail():
     stack = specials.repeat(5)[None, :]
     theta = torch.zeros(40)
     out = torch.empty(40)
-    fused16().compose(
+    fused_kernel().compose(
         theta=theta,
         stack=stack,
         rows=torch.tensor([0], dtype=torch.int64),
@@ -60,8 +60,8 @@ def test_two_threads_split_a_large_tensor_exactly():
     stack = (torch.randn(3, n, generator=gen) * 0.1).to(torch.bfloat16)
     rows, coefs = torch.tensor([0, 2], dtype=torch.int64), torch.tensor([0.5, -1.5])
     one, two = torch.empty(n), torch.empty(n)
-    fused16().compose(theta=theta, stack=stack, rows=rows, coefs=coefs, out=one, threads=1)
-    fused16().compose(theta=theta, stack=stack, rows=rows, coefs=coefs, out=two, threads=2)
+    fused_kernel().compose(theta=theta, stack=stack, rows=rows, coefs=coefs, out=one, threads=1)
+    fused_kernel().compose(theta=theta, stack=stack, rows=rows, coefs=coefs, out=two, threads=2)
     assert torch.equal(one, two)
 
 
@@ -92,7 +92,7 @@ def test_composer_uses_the_kernel_for_16_bit_vectors_and_agrees_with_torch(dtype
     fast = Composer(fast_model, target=theta, vectors=vectors)
     monkeypatch.setenv("TASKVEC_FUSED", "0")
     slow = Composer(slow_model, target=theta, vectors=vectors)
-    assert (fast.path, slow.path) == ("fused16", "torch")
+    assert (fast.path, slow.path) == ("fused", "torch")
     for coefs in ([0.3, -0.2, 0.7, 1.1], [0.0, 0.4, 0.0, 1.3], [0.0, 0.0, 0.9, 0.0]):
         fast.apply(coefs)
         slow.apply(coefs)
@@ -100,10 +100,11 @@ def test_composer_uses_the_kernel_for_16_bit_vectors_and_agrees_with_torch(dtype
             assert torch.allclose(a.detach(), b.detach(), rtol=0, atol=2e-6), coefs
 
 
-def test_fp32_vectors_and_other_methods_keep_the_torch_path():
+def test_fp32_and_streamed_vectors_and_nonlinear_methods_keep_the_torch_path():
     theta, vectors = _vectors(torch.float32)
     assert Composer(_Two(), target=theta, vectors=vectors).path == "torch"
     theta, vectors = _vectors(torch.bfloat16)
+    assert Composer(_Two(), target=theta, vectors=vectors, home="streamed").path == "torch"
     ties = Composer(_Two(), target=theta, vectors=vectors, method="ties", method_options={"density": 0.5})
     assert ties.path == "torch"
 
@@ -113,7 +114,7 @@ def test_without_a_compiler_the_composer_falls_back_to_torch(tmp_path, monkeypat
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     fused._load.cache_clear()
     try:
-        assert fused16() is None
+        assert fused_kernel() is None
         theta, vectors = _vectors(torch.bfloat16)
         model = _Two()
         composer = Composer(model, target=theta, vectors=vectors)

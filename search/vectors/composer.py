@@ -25,7 +25,7 @@ from search.vectors.checkpoint import (
     check_keys,
     model_parameters,
 )
-from search.vectors.fused import Fused16, fused16
+from search.vectors.fused import DTYPES, FusedKernel, fused_kernel
 from search.vectors.methods import get_method
 from search.vectors.placement import Home, Stager, host_block, vector_home
 from search.vectors.taskvector import TaskVector
@@ -185,18 +185,16 @@ class Composer:
         )
         self._fused = self._fused_kernel()
 
-    def _fused_kernel(self) -> Fused16 | None:
-        """The compiled one-pass kernel where it applies: 16-bit task-arithmetic stacks held on the CPU."""
-        if self.device.type != "cpu" or self.home != "device" or not self.method.linear:
+    def _fused_kernel(self) -> FusedKernel | None:
+        """The compiled one-pass kernel where it applies: 16-bit stacks of a linear method on the CPU."""
+        if self.device.type != "cpu" or self.home != "device" or not self.method.linear or not self.k:
             return None
-        if self.storage not in (torch.bfloat16, torch.float16):
-            return None
-        return fused16()
+        return fused_kernel() if self.storage in DTYPES else None
 
     @property
     def path(self) -> str:
-        """How `apply` composes: `fused16` (the compiled kernel) or `torch` (chunked torch operations)."""
-        return "fused16" if self._fused is not None else "torch"
+        """How `apply` composes: `fused` (the compiled kernel) or `torch` (chunked torch operations)."""
+        return "fused" if self._fused is not None else "torch"
 
     def _stack_bytes(self, vectors: Sequence[TaskVector], params: Mapping[str, torch.Tensor]) -> int:
         # Only task arithmetic keeps the stored dtype; trimmed or masked vectors are fp32.

@@ -1,16 +1,17 @@
-"""The composer's compiled pass for 16-bit vectors on the CPU: theta + sum_j lambda_j * widen(tau_j), fused.
+"""The composer's compiled pass on the CPU: theta + sum_j lambda_j * widen(tau_j), in one pass.
 
 Why it exists: a CPU without native bf16 (AVX2, say) widens 16-bit tensors in torch at a few GB/s, and torch
 has no matrix-vector product that takes a bf16 matrix and accumulates in fp32. The torch path therefore
 widens each chunk into an fp32 scratch and multiplies that: two passes, which kept a t5-base composition of
-16 bf16 vectors at about 0.28 of copy bandwidth. `_fused16.c` widens in registers and sums in fp32 in one
-pass that reads every vector element once and writes every parameter once.
+16 bf16 vectors at about 0.28 of copy bandwidth. `_fused.c` widens in registers and sums in fp32 in one
+pass that reads every vector element once and writes every parameter once (fp32 stacks need no widening:
+torch's `addmv` reads them in place at about the same speed as this kernel would, so they stay on torch).
 
 It is plain C with no Python or torch headers, compiled at first use by the system C compiler (`CC`, else
 `cc`) for this CPU into `TASKVEC_HOME/kernels`, under a name keyed by the source, the flags and the CPU, and
 loaded with ctypes (which releases the GIL, so threads split one tensor between them). Before first use it
 is checked against torch on a small case. Where there is no compiler, no AVX2/FMA/F16C, or `TASKVEC_FUSED=0`,
-`fused16()` is None and the composer keeps its torch path: nothing depends on the kernel but speed.
+`fused_kernel()` is None and the composer keeps its torch path: nothing depends on the kernel but speed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from registry import constants
 
 log = logging.getLogger(__name__)
 
-SOURCE = "_fused16.c"
+SOURCE = "_fused.c"
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
 # Below this many elements a tensor is one call: splitting it costs more than the second thread gains.
 SPLIT_MIN = 1 << 20
@@ -68,11 +69,15 @@ def _compile(source: bytes, target: Path) -> None:
         os.replace(out, target)
 
 
-class Fused16:
+# The stack dtypes the kernel reads.
+DTYPES = (torch.bfloat16, torch.float16)
+
+
+class FusedKernel:
     """The loaded kernel. `compose` writes `out = theta + sum_j coefs[j] * stack[rows[j]]` (fp32 out)."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self._fn = lib.taskvec_fused16
+        self._fn = lib.taskvec_fused
         self._fn.restype = None
         self._fn.argtypes = [_P, _P, ctypes.c_int64, _P, _P, ctypes.c_int32]
         self._fn.argtypes += [ctypes.c_int64, ctypes.c_int64, ctypes.c_int32, _P]
@@ -100,7 +105,7 @@ class Fused16:
             threads: how many threads share the tensor (tensors under `SPLIT_MIN` use one).
         """
         n = theta.numel()
-        assert stack.dtype in (torch.bfloat16, torch.float16) and stack.stride(1) == 1
+        assert stack.dtype in DTYPES and stack.stride(1) == 1 and stack.device.type == "cpu"
         assert out.dtype == theta.dtype == coefs.dtype == torch.float32 and rows.dtype == torch.int64
         args = (theta.data_ptr(), stack.data_ptr(), stack.stride(0), rows.data_ptr(), coefs.data_ptr())
         tail = (int(stack.dtype == torch.bfloat16), out.data_ptr())
@@ -117,11 +122,11 @@ class Fused16:
             job.result()
 
 
-def _self_test(kernel: Fused16) -> bool:
-    """The kernel against torch on a small ragged case, for both dtypes (a miscompiled kernel is not used)."""
+def _self_test(kernel: FusedKernel) -> bool:
+    """The kernel against torch on a small ragged case, for each dtype (a miscompiled kernel is not used)."""
     gen = torch.Generator().manual_seed(0)
     theta = torch.randn(1000, generator=gen)
-    for dtype in (torch.bfloat16, torch.float16):
+    for dtype in DTYPES:
         stack = (torch.randn(3, 1000, generator=gen) * 0.1).to(dtype)
         rows = torch.tensor([0, 2], dtype=torch.int64)
         coefs = torch.tensor([0.5, -1.25])
@@ -134,29 +139,29 @@ def _self_test(kernel: Fused16) -> bool:
 
 
 @functools.cache
-def _load(home: Path) -> Fused16 | None:
+def _load(home: Path) -> FusedKernel | None:
     source = resources.files("search.vectors").joinpath(SOURCE).read_bytes()
     key = hashlib.sha256(source + repr(FLAGS).encode() + _cpu_key().encode()).hexdigest()[:16]
-    path = home / "kernels" / f"fused16-{key}.so"
+    path = home / "kernels" / f"fused-{key}.so"
     try:
         if not path.exists():
             _compile(source, path)
         lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError) as exc:
-        log.debug("fused 16-bit kernel unavailable (%s); composing with torch", exc)
+        log.debug("fused composition kernel unavailable (%s); composing with torch", exc)
         return None
-    lib.taskvec_fused16_simd.restype = ctypes.c_int32
-    if not lib.taskvec_fused16_simd():
-        log.debug("fused 16-bit kernel built without AVX2/FMA/F16C; composing with torch")
+    lib.taskvec_fused_simd.restype = ctypes.c_int32
+    if not lib.taskvec_fused_simd():
+        log.debug("fused composition kernel built without AVX2/FMA/F16C; composing with torch")
         return None
-    kernel = Fused16(lib)
+    kernel = FusedKernel(lib)
     if not _self_test(kernel):
-        log.warning("fused 16-bit kernel %s disagrees with torch; composing with torch", path)
+        log.warning("fused composition kernel %s disagrees with torch; composing with torch", path)
         return None
     return kernel
 
 
-def fused16() -> Fused16 | None:
+def fused_kernel() -> FusedKernel | None:
     """The compiled kernel for this CPU, or None where it cannot be used (see the module docstring)."""
     if os.environ.get(constants.ENV_FUSED, "1").strip().lower() in ("0", "false", "no", "off"):
         return None
