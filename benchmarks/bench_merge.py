@@ -11,10 +11,11 @@ measured side by side in one run:
   (`speedup_vs_naive` = naive time / composer time);
 - RSS: peak of the process, and the growth of RSS over 10 composer applications (0: no allocation).
 
-Vector contents do not change memory traffic, so vectors are filled with constants (a different one per
-vector, so no two share memory); each tensor's K vectors are the rows of one buffer, as the composer
-stacks them (it then uses them in place). t5-base at K=16 stores vectors in bf16 (7 GB instead of 14 GB of fp32,
-on a machine shared with others), like the optional bf16 vector cache; its bytes are counted as bf16.
+Vector contents do not change memory traffic, so each vector is a constant (a different one per vector)
+broadcast over each tensor's shape, which takes no memory: the composer copies them into its own `[K, n]`
+stacks, as it does with vectors memory-mapped from the cache, and the machine holds the vectors once.
+t5-base at K=16 stores vectors in bf16 (7 GB instead of 14 GB of fp32, on a machine shared with others),
+like the optional bf16 vector cache; its bytes are counted as bf16.
 Each row names the composer's path: `fused` (the compiled one-pass kernel on the CPU,
 `search/vectors/fused.py`) or `torch`; `--torch-only` (TASKVEC_FUSED=0) measures the torch path alone.
 
@@ -99,14 +100,12 @@ def best_times(fns: dict, *, repeats: int) -> dict[str, float]:
 
 def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, repeats: int) -> dict:
     n = sum(t.numel() for t in thetas.values())
-    # Each tensor's K deltas are the rows of one [K, n] buffer, which the composer uses in place: a
-    # t5-base K=16 world then holds its vectors once (7 GB in bf16), not twice.
-    stacks = {name: torch.empty((k, t.numel()), dtype=dtype) for name, t in thetas.items()}
-    for stack in stacks.values():
-        for i, row in enumerate(stack):
-            row.fill_(1e-4 * (i + 1))
+    # Broadcast constants: the composer's own stacks are the only copy (7 GB in bf16 for t5-base K=16).
     vectors = [
-        TaskVector({name: stacks[name][i].view(t.shape) for name, t in thetas.items()}, vector_id=f"v{i}")
+        TaskVector(
+            {name: torch.full((), 1e-4 * (i + 1), dtype=dtype).expand(t.shape) for name, t in thetas.items()},
+            vector_id=f"v{i}",
+        )
         for i in range(k)
     ]
     coefs = [0.5 - 0.05 * i for i in range(k)]
@@ -146,7 +145,7 @@ def bench_one(model, params: dict, thetas: dict, *, k: int, dtype: torch.dtype, 
     copy_bw = 2 * n * 4 / t_copy
     comp_bw = (2 * n * 4 + k * n * elem) / t_comp
     home, storage, path = composer.home, str(composer.storage).removeprefix("torch."), composer.path
-    composer = vectors = stacks = None  # free before the next K
+    composer = vectors = None  # free before the next K
     gc.collect()
     return {
         "k": k,
