@@ -33,7 +33,7 @@ from search.vectors.taskvector import TaskVector
 # Elements per chunk of the composer's methods with scratch (TIES) and the most per 16-bit chunk on the CPU:
 # 256K fp32 = 1 MiB, which stays in L2 while K vectors stream past.
 CHUNK = 1 << 18
-# The fused kernel reads K rows side by side. Rows whose starts share their offset within a 4 KB page (the
+# The composer reads K rows side by side. Rows whose starts share their offset within a 4 KB page (the
 # usual case: tensor sizes are multiples of 512) ran at 0.48-0.61 of copy bandwidth at t5-base sizes, against
 # 0.65-0.75 when padded so that consecutive rows start 41 cache lines apart modulo a page (an odd number, so
 # the 16 rows of K = 16 fall on 16 different line offsets).
@@ -271,9 +271,9 @@ class Composer:
         return _Entry(out, theta32, stack, [])
 
     def _new_stack(self, k: int, n: int) -> torch.Tensor:
-        """An empty `[k, n]` stack; for the fused kernel its rows start an odd number of cache lines apart
-        within a page (`ROW_PHASE`), not at the same page offset."""
-        if self._fused is None:
+        """An empty `[k, n]` stack; on the CPU its rows start an odd number of cache lines apart within a
+        page (`ROW_PHASE`), not at the same page offset."""
+        if self.device.type != "cpu":
             return torch.empty((k, n), dtype=self.storage, device=self.device)
         elem = torch.empty((), dtype=self.storage).element_size()
         pad = (ROW_PHASE - n * elem) % PAGE // elem
