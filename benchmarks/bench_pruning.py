@@ -13,7 +13,8 @@ Both arms run the search's own trial (`search.study.objective.Objective`: compos
 Composer, score nested prefixes with `NestedPrefixScorer`, report to the pruner of `make_pruner` with the
 default `SearchConfig`: patient successive halving, rf 3, 3 rungs) in an in-memory Optuna study with the
 search's TPE sampler, in this process, their trials interleaved (same background load):
-- on: 40 trials, pruning as configured (`--quick`: 10 trials on a 200-example split, two rungs);
+- on: 60 trials, a study of that quota pruning as configured (its warm-up per rung follows the quota:
+  4 trials; `--trials N` for another budget; `--quick`: 10 trials on a 200-example split, two rungs);
 - off: every trial scores the whole split (3 trials; 1 with `--quick`: its cost per trial is constant).
 Reported: finished trials per second of each arm and their ratio, pruned trials, examples scored, and the
 share of wall time spent composing. Last line: one JSON object.
@@ -49,9 +50,11 @@ N_EXAMPLES = 600  # the least for the default 3 rungs (first prefix >= MIN_PREFI
 N_EXAMPLES_QUICK = 200  # 2 rungs
 N_VECTORS = 8
 WORDS = 400
-# Trials of the pruning arm: enough to pass the patient pruner's warm-up (its first MIN_TRIALS_PER_RUNG
-# trials run to the end) several times over, within a few minutes on two busy cores.
-N_TRIALS_ON = 40
+# Trials of the pruning arm, also its study's quota (which sets the pruner's warm-up per rung,
+# `min_trials_per_rung`: 4 here). A night on a real model is hundreds of trials and `taskvec search` asks
+# for 100 unless told; 60 keeps the default run a few minutes on two busy cores (`--trials` runs more).
+N_TRIALS_ON = 60
+N_TRIALS_QUICK = 10  # a 10-trial study waits for 8 trials per rung: at most 3 can stop (the 8th on)
 
 
 def t5_small(*, seed: int) -> T5ForConditionalGeneration:
@@ -115,9 +118,11 @@ class Arm:
     """One fresh study with the search's objective, sampler and pruner, run a trial at a time."""
 
     def __init__(
-        self, *, model, tokenizer, split: Split, composer: Composer, pruning: bool, seed: int
+        self, *, model, tokenizer, split: Split, composer: Composer, pruning: bool, seed: int, n_trials: int
     ) -> None:
-        config = SearchConfig(task=TASK, target="random-t5-small", pruning=pruning, seed=seed)
+        config = SearchConfig(
+            task=TASK, target="random-t5-small", pruning=pruning, seed=seed, n_trials=n_trials
+        )
         self.sizes = prefix_sizes(
             len(split), rungs=config.prefix_rungs, reduction_factor=config.reduction_factor, pruning=pruning
         )
@@ -157,16 +162,22 @@ class Arm:
             "examples_scored": examples,
             "seconds": round(self.seconds, 2),
             "trials_per_s": finished / self.seconds,
+            "min_trials_per_rung": getattr(self.study.pruner, "min_trials", None),
             "compose_share": round(self.timed.seconds / self.seconds, 3),
             "best": self.study.best_value,
         }
 
 
-def pruning_bench(*, quick: bool = False, seed: int = 0) -> dict:
+def pruning_bench(*, quick: bool = False, seed: int = 0, n_trials: int | None = None) -> dict:
     """Finished trials per wall time with pruning on vs off at t5-small shape (see the module docstring).
 
     The arms' trials are interleaved (one trial without pruning after every n_on / n_off with it), so both
     see the same background load on a shared machine.
+
+    Args:
+        quick: a smoke run (200 examples, two rungs, 10 trials vs 1).
+        seed: seeds the model, split, vectors and samplers.
+        n_trials: trials of the pruning arm, its study's quota (default N_TRIALS_ON; quick: 10).
 
     Returns:
         `ratio` (trials per second, on / off), `examples_ratio` (examples per trial, off / on: the same
@@ -178,9 +189,10 @@ def pruning_bench(*, quick: bool = False, seed: int = 0) -> dict:
     composer = Composer(
         model, target=model_parameters(model), vectors=random_vectors(model, k=N_VECTORS, seed=seed)
     )
-    n_on, n_off = (10, 1) if quick else (N_TRIALS_ON, 3)
+    n_on = n_trials or (N_TRIALS_QUICK if quick else N_TRIALS_ON)
+    n_off = 1 if quick else 3
     kwargs = dict(model=model, tokenizer=tokenizer, split=split, composer=composer, seed=seed)
-    on, off = Arm(**kwargs, pruning=True), Arm(**kwargs, pruning=False)
+    on, off = Arm(**kwargs, pruning=True, n_trials=n_on), Arm(**kwargs, pruning=False, n_trials=n_off)
     every = n_on // n_off
     for i in range(n_on):
         on.step()
@@ -199,6 +211,7 @@ def pruning_bench(*, quick: bool = False, seed: int = 0) -> dict:
         "torch_threads": torch.get_num_threads(),
         "quick": quick,
         "seed": seed,
+        "trials_on": n_on,
         "ratio": round(ratio, 3),
         "examples_ratio": round(per_trial["off"] / per_trial["on"], 3),
         "on": arms["on"],
@@ -211,10 +224,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run (200 examples, 10 trials vs 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--trials", type=int, default=None, help=f"trials with pruning (default {N_TRIALS_ON}; quick 10)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = pruning_bench(quick=args.quick, seed=args.seed)
+    result = pruning_bench(quick=args.quick, seed=args.seed, n_trials=args.trials)
     for name in ("off", "on"):
         arm = result[name]
         print(

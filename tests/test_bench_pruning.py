@@ -15,7 +15,8 @@ def test_pruning_bench_quick_runs_both_arms():
     assert (on["trials"], off["trials"]) == (10, 1)
     assert off["pruned"] == 0 and off["rungs"] == [200]
     assert on["rungs"] == [67, 200]
-    # Only trials judged once 8 have reached the rung can stop there (issue 12's patient pruner).
+    # A 10-trial study's pruner waits for 8 trials per rung (issue 12's small budgets): the 8th on can stop.
+    assert on["min_trials_per_rung"] == 8 and result["trials_on"] == 10
     assert on["pruned"] <= 10 - 7
     assert off["examples_scored"] == 200 and on["examples_scored"] <= 10 * 200
     assert result["ratio"] == pytest.approx(on["trials_per_s"] / off["trials_per_s"], rel=1e-2)

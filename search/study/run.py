@@ -35,7 +35,7 @@ from search.study.heldout import score_top_heldout
 from search.study.live import LiveStudy, open_live
 from search.study.objective import FINISHED, InterruptGate, Objective, QuotaReached, trial_counts
 from search.study.records import query, study_best
-from search.study.sampling import make_pruner, make_sampler
+from search.study.sampling import RungPruner, make_pruner, make_sampler
 from search.study.storage import check_storage_url, fail_own_running, fail_unbeaten_trials, storage_url
 from search.study.surrogate import SurrogateProposer, proposer_for
 from search.study.trials import sync_leaderboard, trial_feasible, trial_value, write_trial
@@ -287,6 +287,9 @@ def _announce(run: _Run) -> None:
         f"{len(context.candidates)} candidates over {context.label} ({context.objective}), "
         f"rungs at {run.objective.steps} examples"
     )
+    pruner = run.live.study.pruner
+    if isinstance(pruner, RungPruner):  # the warm-up follows the quota: say what this one waits for
+        what += f", pruning once {pruner.min_trials} trials reach a rung"
     if context.controls:
         what += ", controls " + ", ".join(c.as_text() for c in context.controls)
     stderr_console().print(
