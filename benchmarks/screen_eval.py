@@ -3,8 +3,10 @@
 Measured side by side in one run, on one table of exact scores: every (candidate, lambda) needed is
 scored once on the whole search split, and each screening strategy is replayed over that table with the
 product's own code (`search.screen.grid`, `search.screen.racing`: the same lambda searches, the same
-chunk cache, the same elimination rule), counting the examples it would have scored. A race costs a
-(candidate, lambda) only the chunks of the prefixes it reached, exactly as `ChunkCache` does in a screen.
+chunk cache, the same elimination rules for candidates and for each survivor's lambdas), counting the
+examples it would have scored. A race costs a (candidate, lambda) only the chunks of the prefixes it
+reached, exactly as `ChunkCache` does in a screen. Racing is reported with the grid's lambdas and with
+coarse-to-fine (the shipped default), and, for comparison, the race before lambdas raced too.
 
 The pool (per task, its target's candidates): the zoo's fine-tunes compatible with the base (the target
 excluded), plus cheap in-memory variants of their task vectors: each one with Gaussian noise of half its
@@ -13,7 +15,8 @@ pairs (`a+b`) until the pool holds `pool` candidates. The search split is carved
 (`--search-size`, default 400 of the zoo's 2000 rows; the product's default for the zoo is 200), the
 grid is the product's `DEFAULT_LAMBDAS`, the harm margin its `HARM_MARGIN`.
 
-Figures are per task, and pooled over the tasks run (sums of examples; recall and score differences
+The default run covers all four GLUE tasks (about 12 minutes on two loaded cores: the tables are the
+cost). Figures are per task, and pooled over the tasks run (sums of examples; recall and score differences
 averaged over tasks / candidates).
 
     python -m benchmarks.screen_eval racing [--quick] [--tasks mrpc,sst2] [--zoo /tmp/fullzoo5]
@@ -28,7 +31,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +43,16 @@ from benchmarks.zoo.manifest import load_manifest
 from search.scoring import Scorer, load_seq2seq
 from search.scoring.scorer import ScoreResult
 from search.screen.chunks import ChunkCache, prefix_of, slice_result
-from search.screen.grid import coarse_to_fine, search_lambdas
-from search.screen.racing import RACE_KEEP, RaceRule, race, race_sizes
+from search.screen.grid import (
+    COARSE_POINTS,
+    RACE_COARSE_POINTS,
+    RACE_FIRST_LEVELS,
+    REFINE_LEVELS,
+    carry_on,
+    coarse_to_fine,
+    search_lambdas,
+)
+from search.screen.racing import RACE_KEEP, Arms, RaceRule, race, race_sizes
 from search.screen.run import DEFAULT_LAMBDAS, HARM_MARGIN
 from search.tasks import load_split
 from search.vectors import Composer, TaskVector
@@ -50,8 +61,14 @@ ZOO = Path("/tmp/fullzoo5")
 TOP = 8
 POOL = 112
 SEARCH_SIZE = 400
-TASKS = ("mrpc",)
+TASKS = ("mrpc", "rte", "cola", "sst2")
 QUICK = {"pool": 30, "search_size": 200, "tasks": ("mrpc",)}
+# Lambda searches (coarse points, refinement levels) measured against the grid: the shipped default first
+C2F_VARIANTS = {
+    "default": (COARSE_POINTS, REFINE_LEVELS),
+    "points2_levels1": (2, 1),
+    "points2_levels2": (2, 2),
+}
 
 
 @dataclass
@@ -140,12 +157,13 @@ def _screen_all(table: Table, how: str) -> tuple[dict[str, float], int]:
     return best, examples
 
 
-def _race(table: Table, how: str, *, keep: int) -> tuple[dict[str, float], int, int]:
-    """A racing screen replayed on the table: full-split survivors' best scores, examples, survivors."""
+def _race(table: Table, how: str, *, keep: int, lambdas: bool = True) -> tuple[dict[str, float], int, int]:
+    """A racing screen replayed on the table (`lambdas`: race each survivor's lambdas too, as `screen`
+    does): full-split survivors' best scores, examples, survivors."""
     sizes = race_sizes(len(table.scorer.split))
     cache: ChunkCache[str] = ChunkCache(sizes)
 
-    def screen_one(cand: str, r: int) -> list[dict[str, Any]]:
+    def screen_one(cand: str, r: int, arms: Arms | None) -> list[dict[str, Any]]:
         def evaluate(lam: float) -> ScoreResult:
             full = table.result(cand, lam)
             return cache.result(
@@ -155,17 +173,28 @@ def _race(table: Table, how: str, *, keep: int) -> tuple[dict[str, float], int, 
                 compute=lambda k: slice_result(full, 0 if k == 0 else sizes[k - 1], sizes[k]),
             )
 
+        target_score = prefix_of(table.target, sizes[r]).score
+        if arms is not None:  # a later round: the lambdas still racing, as `screen_race` scores them
+            return carry_on(
+                evaluate,
+                how=how,
+                lambdas=DEFAULT_LAMBDAS,
+                racing=arms.racing,
+                seen=arms.seen,
+                target_score=target_score,
+            )
         return search_lambdas(
             evaluate,
             how=how,
             lambdas=DEFAULT_LAMBDAS,
-            target_score=prefix_of(table.target, sizes[r]).score,
+            target_score=target_score,
             harm_margin=HARM_MARGIN,
+            points=RACE_COARSE_POINTS,
+            levels=RACE_FIRST_LEVELS,
         )
 
-    final = race(
-        list(table.composers), task=table.task, sizes=sizes, screen_one=screen_one, rule=RaceRule(keep=keep)
-    )
+    rule = RaceRule(keep=keep, lambdas=lambdas)
+    final = race(list(table.composers), task=table.task, sizes=sizes, screen_one=screen_one, rule=rule)
     full = {s.candidate: s.best["score"] for s in final if s.n == sizes[-1]}
     return full, cache.examples_scored, len(full)
 
@@ -216,6 +245,8 @@ def racing_bench(
         c2f_best, c2f_full_examples = _screen_all(table, "coarse-to-fine")
         raced, race_examples, survivors = _race(table, "grid", keep=keep)
         raced_c2f, c2f_examples, _ = _race(table, "coarse-to-fine", keep=keep)
+        # Before lambdas raced too: every lambda a candidate tried stayed in its later rounds
+        raced_old, old_examples, _ = _race(table, "coarse-to-fine", keep=keep, lambdas=False)
         per_task[task] = {
             "candidates": len(table.composers),
             "search_size": len(table.scorer.split),
@@ -227,6 +258,8 @@ def racing_bench(
             "racing_c2f_examples": c2f_examples,
             "racing_c2f_ratio": grid_examples / c2f_examples,
             "racing_c2f_top8_recall": _recall(grid_best, raced_c2f),
+            "racing_c2f_candidates_only_ratio": grid_examples / old_examples,
+            "racing_c2f_candidates_only_top8_recall": _recall(grid_best, raced_old),
             "c2f_full_split_examples": c2f_full_examples,
             "racing_c2f_vs_c2f_ratio": c2f_full_examples / c2f_examples,
             "racing_c2f_vs_c2f_top8_recall": _recall(c2f_best, raced_c2f),
@@ -246,10 +279,13 @@ def racing_bench(
         "racing_c2f_vs_c2f_top8_recall": float(np.mean([r["racing_c2f_vs_c2f_top8_recall"] for r in rows])),
     }
     pooled["must_show"] = pooled["ratio"] >= 4 and pooled["top8_recall"] >= 0.9
+    for r in rows:
+        r["must_show_racing_c2f"] = r["racing_c2f_ratio"] >= 4 and r["racing_c2f_top8_recall"] >= 0.9
     # The shipped default screens with both: racing over coarse-to-fine lambdas, against the full grid.
     pooled["must_show_racing_c2f"] = (
         pooled["racing_c2f_ratio"] >= 4 and pooled["racing_c2f_top8_recall"] >= 0.9
     )
+    pooled["must_show_racing_c2f_every_task"] = all(r["must_show_racing_c2f"] for r in rows)
     return {
         "per_task": per_task,
         "pooled": pooled,
@@ -263,8 +299,10 @@ def racing_bench(
     }
 
 
-def _c2f_level(table: Table, grid_best: dict[str, float], grid_examples: int, *, levels: int) -> dict:
-    """Coarse-to-fine with `levels` refinements against the grid on one task's table."""
+def _c2f_level(
+    table: Table, grid_best: dict[str, float], grid_examples: int, *, points: int, levels: int
+) -> dict:
+    """Coarse-to-fine with `points` coarse points and `levels` refinements against the grid on one task."""
     best, examples = {}, 0
     for cand in table.composers:
         tried = coarse_to_fine(
@@ -272,6 +310,7 @@ def _c2f_level(table: Table, grid_best: dict[str, float], grid_examples: int, *,
             lambdas=DEFAULT_LAMBDAS,
             target_score=table.target.score,
             harm_margin=HARM_MARGIN,
+            points=points,
             levels=levels,
         )
         best[cand] = max(t["score"] for t in tried)
@@ -284,7 +323,9 @@ def _c2f_level(table: Table, grid_best: dict[str, float], grid_examples: int, *,
         "best_score_diff_mean": float(diffs.mean()),
         "best_score_diff_min": float(diffs.min()),
         "best_score_diff_top8_mean": float(np.mean([best[c] - grid_best[c] for c in top])),
+        "must_show": grid_examples / examples >= 2 and float(diffs.mean()) >= -0.5,
         "diffs": diffs.tolist(),
+        "top8_diffs": [best[c] - grid_best[c] for c in top],
     }
 
 
@@ -295,13 +336,14 @@ def coarse_to_fine_bench(
     tasks: Sequence[str] | None = None,
     pool: int | None = None,
     search_size: int | None = None,
-    levels: Sequence[int] = (1, 2),
+    variants: Mapping[str, tuple[int, int]] = C2F_VARIANTS,
 ) -> dict:
     """Coarse-to-fine lambda search vs the whole grid, every candidate on the whole split.
 
     Returns:
         `{"per_task": ..., "pooled": ..., "setup": ...}`: examples scored, their ratio, and the best-lambda
-        score difference (coarse-to-fine minus grid; mean and worst over candidates), per refinement level.
+        score difference (coarse-to-fine minus grid; mean, worst and top-8 mean over candidates), per
+        variant (name -> (coarse points, refinement levels); "default" is the shipped one).
     """
     setup = _setup(quick, tasks, pool, search_size)
     torch.set_num_threads(1)
@@ -310,26 +352,33 @@ def coarse_to_fine_bench(
         table = table_for(zoo, task, pool=setup["pool"], search_size=setup["search_size"])
         grid_best, grid_examples = _screen_all(table, "grid")
         out: dict[str, Any] = {"candidates": len(table.composers), "grid_examples": grid_examples}
-        for lv in levels:
-            out[f"levels{lv}"] = _c2f_level(table, grid_best, grid_examples, levels=lv)
+        for name, (points, lv) in variants.items():
+            out[name] = _c2f_level(table, grid_best, grid_examples, points=points, levels=lv)
         per_task[task] = out
         print(f"c2f {task}: {json.dumps({k: v for k, v in out.items()})[:400]}", file=sys.stderr, flush=True)
     pooled = {}
-    for lv in levels:
+    for name, (points, lv) in variants.items():
         grid_total = sum(r["grid_examples"] for r in per_task.values())
-        ex = sum(r[f"levels{lv}"]["examples"] for r in per_task.values())
-        diffs = np.concatenate([r[f"levels{lv}"]["diffs"] for r in per_task.values()])
-        pooled[f"levels{lv}"] = {
+        ex = sum(r[name]["examples"] for r in per_task.values())
+        diffs = np.concatenate([r[name]["diffs"] for r in per_task.values()])
+        pooled[name] = {
+            "points": points,
+            "levels": lv,
             "grid_examples": grid_total,
             "examples": ex,
             "ratio": grid_total / ex,
             "best_score_diff_mean": float(diffs.mean()),
             "best_score_diff_min": float(diffs.min()),
+            "best_score_diff_top8_mean": float(
+                np.mean([d for r in per_task.values() for d in r[name]["top8_diffs"]])
+            ),
             "must_show": grid_total / ex >= 2 and float(diffs.mean()) >= -0.5,
+            "must_show_every_task": all(r[name]["must_show"] for r in per_task.values()),
         }
     for r in per_task.values():
-        for lv in levels:
-            r[f"levels{lv}"].pop("diffs")
+        for name in variants:
+            r[name].pop("diffs")
+            r[name].pop("top8_diffs")
     return {
         "per_task": per_task,
         "pooled": pooled,
@@ -344,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("which", choices=("racing", "c2f", "both"))
     parser.add_argument("--zoo", type=Path, default=ZOO)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--tasks", default=None, help="Comma-separated tasks (default: mrpc).")
+    parser.add_argument("--tasks", default=None, help="Comma-separated tasks (default: all four).")
     parser.add_argument("--pool", type=int, default=None)
     parser.add_argument("--search-size", type=int, default=None)
     args = parser.parse_args(argv)

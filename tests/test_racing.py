@@ -15,8 +15,8 @@ from search.scoring import Scorer, load_seq2seq
 from search.scoring.scorer import ScoreResult
 from search.screen import screen
 from search.screen.chunks import ChunkCache, ChunkScorer, join_results, prefix_of
-from search.screen.grid import coarse_to_fine, grid_search
-from search.screen.racing import RaceRule, eliminate, race, race_sizes, resume_round
+from search.screen.grid import carry_on, coarse_to_fine, grid_search
+from search.screen.racing import RaceRule, eliminate, race, race_sizes, racing_lambdas, resume_round
 from search.tables import screening_state
 from search.tasks import get_task, load_split
 from tests.search_world import SEARCH_SIZE
@@ -62,7 +62,7 @@ def test_racing_never_drops_a_clear_leader(task, seeds):
     for seed in range(seeds):
         world = _world(task, n=1000, accuracy=accuracy, seed=seed)
 
-        def screen_one(key: str, r: int, world=world, sizes=sizes) -> list[dict]:
+        def screen_one(key: str, r: int, arms, world=world, sizes=sizes) -> list[dict]:
             res = prefix_of(world[key], sizes[r])
             return [{"lambda": 0.5, "score": res.score, "n": res.n, "result": res}]
 
@@ -82,6 +82,83 @@ def test_elimination_needs_a_gap_beyond_the_noise():
     assert eliminate(world, task="rte", rule=RaceRule(keep=3)) == set()
     same = {"a": world["a"], "twin": world["a"]}
     assert eliminate(same, task="rte", rule=RaceRule(keep=1)) == set()
+
+
+def _lambda_world(task: str, *, n: int, curves: dict[str, dict[float, float]], seed: int) -> dict:
+    """(candidate, lambda) -> result: each right on each example with its accuracy; a candidate's lambdas
+    share one uniform draw per example, so nearby lambdas agree on most examples (as real ones do)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    out = {}
+    for key, curve in curves.items():
+        u = rng.random(n)
+        for lam, acc in curve.items():
+            out[key, lam] = _result(task, labels, np.where(u < acc, labels, 1 - labels))
+    return out
+
+
+def test_racing_lambdas_drops_only_those_clearly_behind_the_best():
+    curve = {0.1: 0.55, 0.3: 0.62, 0.5: 0.85, 0.7: 0.84}
+    world = _lambda_world("sst2", n=400, curves={"a": curve, "b": {0.7: 0.84}}, seed=0)
+    # 0.7 disagrees with 0.5 on many examples and trails it slightly: within noise. On examples it shares
+    # with 0.5 (a's own 0.7) it is right on a subset of 0.5's: consistently behind, clearly.
+    entries = {("a", lam): lam for lam in (0.1, 0.3, 0.5)} | {("b", 0.7): 0.7}
+    tried = [{"lambda": lam, "score": world[k].score, "result": world[k]} for k, lam in entries.items()]
+    assert world["a", 0.5].score > world["b", 0.7].score
+    assert racing_lambdas(tried, task="sst2") == [0.5, 0.7]
+    tried[-1] = {"lambda": 0.7, "score": world["a", 0.7].score, "result": world["a", 0.7]}
+    assert racing_lambdas(tried, task="sst2") == [0.5]
+    assert racing_lambdas(tried, task="sst2", rule=RaceRule(lambdas=False)) == [0.1, 0.3, 0.5, 0.7]
+    # Identical lambdas are never behind one another: both race on.
+    same = [{"lambda": lam, "score": world["a", 0.5].score, "result": world["a", 0.5]} for lam in (0.5, 1.0)]
+    assert racing_lambdas(same, task="sst2") == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("how", ["grid", "coarse-to-fine"])
+def test_a_racing_leader_keeps_its_best_lambda_and_later_rounds_score_fewer(how):
+    flat = {lam: 0.6 for lam in GRID}
+    peak = {lam: 0.9 - 0.3 * abs(lam - 1.0) for lam in GRID}  # unimodal, highest at lambda 1.0
+    curves = {"leader": peak, **{f"c{i}": flat for i in range(12)}}
+    sizes = race_sizes(1000)
+    for seed in range(3):
+        world = _lambda_world("sst2", n=1000, curves=curves, seed=seed)
+        calls: list[tuple[str, int, float]] = []
+
+        def screen_one(key, r, arms, world=world, calls=calls):
+            def evaluate(x):
+                calls.append((key, r, x))
+                return prefix_of(world[key, x], sizes[r])
+
+            if arms is None:
+                search = grid_search if how == "grid" else coarse_to_fine
+                return search(evaluate, lambdas=GRID, target_score=60.0, harm_margin=5.0)
+            return carry_on(
+                evaluate, how=how, lambdas=GRID, racing=arms.racing, seen=arms.seen, target_score=60.0
+            )
+
+        final = {s.candidate: s for s in race(list(curves), task="sst2", sizes=sizes, screen_one=screen_one)}
+        assert final["leader"].n == 1000 and final["leader"].best["lambda"] == 1.0
+        first = sum(1 for k, r, _ in calls if k == "leader" and r == 0)
+        last = [lam for k, r, lam in calls if k == "leader" and r == len(sizes) - 1]
+        assert len(last) < first and 1.0 in last  # its clearly worse lambdas left the race
+        for s in final.values():  # a row holds the lambdas scored on its last prefix
+            assert all(t["n"] == s.n for t in s.tried)
+
+
+def test_carry_on_rescores_the_racing_lambdas_and_refines_only_untried_ones():
+    evaluate, calls = _peaked(0.7)
+    kw = {"lambdas": GRID, "racing": (0.5, 1.0), "target_score": 50.0}
+    tried = carry_on(evaluate, how="coarse-to-fine", seen={0.3, 0.5, 1.0}, **kw)
+    assert calls == [0.5, 1.0, 0.7] and [t["lambda"] for t in tried] == [0.5, 0.7, 1.0]
+    evaluate, calls = _peaked(0.7)
+    carry_on(evaluate, how="coarse-to-fine", seen={0.5, 0.7, 1.0}, **kw)
+    assert calls == [0.5, 1.0, 0.3]  # 0.7 was dropped in an earlier round: the other side instead
+    evaluate, calls = _peaked(0.7)
+    carry_on(evaluate, how="coarse-to-fine", seen={0.3, 0.5, 0.7, 1.0}, **kw)
+    assert calls == [0.5, 1.0]  # both neighbours of the best were dropped: nothing new to try
+    evaluate, calls = _peaked(0.7)
+    carry_on(evaluate, how="grid", seen={0.5, 1.0}, **kw)
+    assert calls == [0.5, 1.0]
 
 
 def _peaked(peak: float, target: float = 50.0):
@@ -108,13 +185,21 @@ def _peaked(peak: float, target: float = 50.0):
 @pytest.mark.parametrize("peak", GRID)
 def test_coarse_to_fine_finds_a_constructed_peak(peak):
     evaluate, calls = _peaked(peak)
-    tried = coarse_to_fine(evaluate, lambdas=GRID, target_score=50.0, harm_margin=5.0, levels=2)
+    tried = coarse_to_fine(evaluate, lambdas=GRID, target_score=50.0, harm_margin=5.0, points=2, levels=2)
     assert max(tried, key=lambda t: t["score"])["lambda"] == peak
     assert len(calls) <= 4 and len(set(calls)) == len(calls) and set(calls) <= set(GRID)
     assert [t["lambda"] for t in tried] == sorted(calls)
     evaluate, calls = _peaked(peak)
     full = grid_search(evaluate, lambdas=GRID, target_score=50.0, harm_margin=1e9)
     assert len(full) == 7 and max(full, key=lambda t: t["score"])["lambda"] == peak
+
+
+@pytest.mark.parametrize("peak", [0.3, 0.5, 0.7, 1.0])
+def test_the_default_coarse_to_fine_walks_to_a_peak_two_steps_from_the_middle(peak):
+    evaluate, calls = _peaked(peak)
+    tried = coarse_to_fine(evaluate, lambdas=GRID, target_score=50.0, harm_margin=5.0)
+    assert calls[0] == 0.5 and len(calls) == 3
+    assert max(tried, key=lambda t: t["score"])["lambda"] == peak
 
 
 def test_coarse_to_fine_is_the_grid_on_a_short_grid_and_stops_on_harm():
@@ -152,7 +237,8 @@ def test_a_killed_race_resumes_after_its_last_stored_round():
     assert resume_round(todo, sizes=sizes, stored={"r0": 128, "r1": 128}) == 0  # r2 never raced
     seen: list[int] = []
 
-    def screen_one(cand, r):
+    def screen_one(cand, r, arms):
+        assert (arms is None) == (r == 1)  # a resumed race's first round runs the whole lambda search
         seen.append(r)
         res = _world("sst2", n=200, accuracy={"a": 0.8}, seed=0)["a"]
         res = prefix_of(res, sizes[r])

@@ -3,10 +3,18 @@
 Both searches call `evaluate(lam)` (the composition `theta_T + lam * tau` scored on the current examples)
 and return what they tried. `grid` tries every lambda in increasing order and stops at the first clearly
 harmful one (`is_clearly_harmful`: more than `harm_margin` points below both the target and the best so
-far). `coarse-to-fine` tries a few spread-out lambdas of the grid first (ascending, with the same stop),
-then refines around the best: each level tries the untried grid point next to the best, on the side of
-its better neighbour (the target itself, lambda 0, is the neighbour below the smallest lambda and costs
-nothing). On a grid no longer than the coarse points plus the levels it is the grid search.
+far). `coarse-to-fine` tries a few spread-out lambdas of the grid first (ascending, with the same stop;
+by default one, the grid's middle), then refines around the best: each level tries the untried grid point
+next to the best, on the side of its better neighbour (the target itself, lambda 0, is the neighbour below
+the smallest lambda and costs nothing). On a grid no longer than the coarse points plus the levels it is
+the grid search. One point and two steps (three evaluations) rather than two points and one step: on the
+seed-0 pico zoo's four tasks the same three evaluations came closer to the grid's best (a walk of two
+steps reaches a peak two points away) and cost less, since a walk that starts below the target turns
+down towards it (`benchmarks/screen_eval.py` reports both).
+
+In a racing screen's later rounds (`carry_on`) a candidate re-scores only the lambdas still racing on the
+longer prefix (`search.screen.racing` drops those clearly behind its best), and coarse-to-fine refines once
+more next to the best, with a lambda never tried before: the best lambda on a longer prefix may move.
 
 Only grid points are tried, so a coarse-to-fine best is one the grid search would also have scored: the
 two can be compared lambda for lambda, and a stored lambda is always one the user asked for.
@@ -14,7 +22,7 @@ two can be compared lambda for lambda, and a stored lambda is always one the use
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from search.errors import SearchError
@@ -22,8 +30,13 @@ from search.scoring.scorer import ScoreResult
 
 LAMBDA_SEARCHES = ("coarse-to-fine", "grid")
 DEFAULT_LAMBDA_SEARCH = "coarse-to-fine"
-COARSE_POINTS = 2
-REFINE_LEVELS = 1
+COARSE_POINTS = 1
+REFINE_LEVELS = 2
+# A race's first round, on 64 examples: two spread-out points, one step. A two-step walk from the middle
+# follows the prefix's noise in its first step; on the whole split (a screen without racing) it need not.
+RACE_COARSE_POINTS = 2
+RACE_FIRST_LEVELS = 1
+RACE_REFINE_LEVELS = 1  # per later racing round (`carry_on`): the prefix grows, the best may move by one
 
 Evaluate = Callable[[float], ScoreResult]
 
@@ -125,6 +138,54 @@ def _refinement(scores: dict[int, float], *, target_score: float, limit: int) ->
     return up if up is not None else down
 
 
+def carry_on(
+    evaluate: Evaluate,
+    *,
+    how: str,
+    lambdas: Sequence[float],
+    racing: Sequence[float],
+    seen: Collection[float],
+    target_score: float,
+    levels: int = RACE_REFINE_LEVELS,
+) -> list[dict[str, Any]]:
+    """A later racing round's lambda search: the lambdas still racing, then (coarse-to-fine) refinements.
+
+    Args:
+        evaluate: scores one lambda on this round's prefix.
+        how: the lambda search (`LAMBDA_SEARCHES`); only coarse-to-fine refines.
+        lambdas: the grid.
+        racing: the candidate's lambdas still racing (scored again on this prefix).
+        seen: every lambda it tried in earlier rounds: one dropped there is not tried again.
+        target_score: the target's score on this prefix.
+        levels: refinements, one evaluation each, next to the best (`coarse_to_fine`'s rule).
+
+    Returns:
+        `[{"lambda", "score", "n", "result"}]` for the lambdas scored on this prefix, ascending.
+    """
+    grid = sorted({float(x) for x in lambdas})
+    tried = [_entry(lam, evaluate(float(lam))) for lam in sorted({float(x) for x in racing})]
+    for _ in range(levels if how == "coarse-to-fine" else 0):
+        nxt = _next_to_best(tried, grid=grid, seen=seen, target_score=target_score)
+        if nxt is None:
+            break
+        tried.append(_entry(grid[nxt], evaluate(grid[nxt])))
+    return sorted(tried, key=lambda t: t["lambda"])
+
+
+def _next_to_best(
+    tried: list[dict[str, Any]], *, grid: list[float], seen: Collection[float], target_score: float
+) -> int | None:
+    """The grid neighbour of the best never tried: towards the better side when both are (`_refinement`),
+    else the one left (a dropped neighbour is behind, so the peak may lie on the other side)."""
+    scores = {grid.index(t["lambda"]): t["score"] for t in tried}
+    best = max(scores, key=lambda i: (scores[i], -i))
+    new = [j for j in (best + 1, best - 1) if 0 <= j < len(grid) and j not in scores and grid[j] not in seen]
+    if len(new) == 2:
+        pick = _refinement(scores, target_score=target_score, limit=len(grid) - 1)
+        return pick if pick in new else new[0]
+    return new[0] if new else None
+
+
 def search_lambdas(
     evaluate: Evaluate,
     *,
@@ -132,8 +193,10 @@ def search_lambdas(
     lambdas: Sequence[float],
     target_score: float,
     harm_margin: float,
+    points: int = COARSE_POINTS,
+    levels: int = REFINE_LEVELS,
 ) -> list[dict[str, Any]]:
-    """Dispatch to `grid_search` or `coarse_to_fine` by name (`LAMBDA_SEARCHES`).
+    """Dispatch to `grid_search` or `coarse_to_fine` (with `points` and `levels`) by name (`LAMBDA_SEARCHES`).
 
     Raises:
         SearchError: for an unknown name.
@@ -141,7 +204,14 @@ def search_lambdas(
     if how == "grid":
         return grid_search(evaluate, lambdas=lambdas, target_score=target_score, harm_margin=harm_margin)
     if how == "coarse-to-fine":
-        return coarse_to_fine(evaluate, lambdas=lambdas, target_score=target_score, harm_margin=harm_margin)
+        return coarse_to_fine(
+            evaluate,
+            lambdas=lambdas,
+            target_score=target_score,
+            harm_margin=harm_margin,
+            points=points,
+            levels=levels,
+        )
     raise SearchError(f"unknown lambda search {how!r} (use {' or '.join(LAMBDA_SEARCHES)})")
 
 

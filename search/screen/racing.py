@@ -14,6 +14,11 @@ recomputed on each resample, the standard deviation of the resampled differences
 bootstrap is what gives one. The leaders themselves are never dropped, so the `keep` best on every prefix
 always reach the whole split; a screening keeps at least `keep` full-split rows.
 
+Lambdas race too (`RaceRule.lambdas`): a survivor's lambda trailing its best on the same prefix by more
+than `z` standard errors of their paired difference (`eliminate`, one leader) is dropped; later rounds score
+the rest and coarse-to-fine steps once more next to the best (`search.screen.grid.carry_on`). A row holds
+the lambdas scored on its last prefix; a resumed race's first round runs the whole lambda search.
+
 Examples are scored once per (candidate, lambda): a prefix is split into the chunks between consecutive
 prefix sizes (`ChunkScorer`), and a lambda tried in an earlier round scores only the new chunk. A
 candidate dropped in round r cost its lambdas times the r-th prefix; its screening row keeps that prefix
@@ -35,7 +40,14 @@ from search.errors import SearchError
 from search.scoring.bootstrap import resampled_scores
 from search.scoring.scorer import Scorer, ScoreResult
 from search.screen.chunks import ChunkCache, ChunkScorer, prefix_of
-from search.screen.grid import DEFAULT_LAMBDA_SEARCH, check_lambda_search, search_lambdas
+from search.screen.grid import (
+    DEFAULT_LAMBDA_SEARCH,
+    RACE_COARSE_POINTS,
+    RACE_FIRST_LEVELS,
+    carry_on,
+    check_lambda_search,
+    search_lambdas,
+)
 from search.screen.store import save_screening
 from search.screen.stream import StreamSettings
 from search.vectors.compose import open_composer
@@ -60,12 +72,14 @@ class RaceRule:
         z: standard errors of the paired difference to the weakest leader that drop a candidate.
         resamples: bootstrap resamples per round.
         seed: the resampling seed.
+        lambdas: race each surviving candidate's lambdas too (drop those clearly behind its best).
     """
 
     keep: int = RACE_KEEP
     z: float = RACE_Z
     resamples: int = RACE_RESAMPLES
     seed: int = RACE_SEED
+    lambdas: bool = True
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,30 @@ def eliminate(results: Mapping[K, ScoreResult], *, task: str, rule: RaceRule = R
     return out
 
 
+def racing_lambdas(
+    tried: Sequence[Mapping[str, Any]], *, task: str, rule: RaceRule = RaceRule()
+) -> list[float]:
+    """A candidate's lambdas still racing: all of `tried` but those clearly behind its best on the same
+    examples (`eliminate` with the best lambda as the one leader; `rule.lambdas` False keeps them all)."""
+    lams = [float(t["lambda"]) for t in tried]
+    if not rule.lambdas:
+        return lams
+    one = RaceRule(keep=1, z=rule.z, resamples=rule.resamples, seed=rule.seed)
+    # Zero-padded keys sort as numbers on ties: a tied smaller lambda leads, as `Standing.best` prefers
+    dropped = eliminate(
+        {f"{lam:020.10f}": t["result"] for lam, t in zip(lams, tried, strict=True)}, task=task, rule=one
+    )
+    return [lam for lam in lams if f"{lam:020.10f}" not in dropped]
+
+
+@dataclass(frozen=True)
+class Arms:
+    """A survivor's next round: its lambdas still `racing`, and every lambda it has tried (`seen`)."""
+
+    racing: tuple[float, ...]
+    seen: frozenset[float]
+
+
 @dataclass
 class Standing(Generic[K]):
     """One candidate in a race.
@@ -165,7 +203,7 @@ def race(
     *,
     task: str,
     sizes: Sequence[int],
-    screen_one: Callable[[K, int], list[dict[str, Any]]],
+    screen_one: Callable[[K, int, Arms | None], list[dict[str, Any]]],
     rule: RaceRule = RaceRule(),
     on_round: Callable[[Sequence[Standing[K]]], None] | None = None,
     each: Callable[[Sequence[K]], Iterable[K]] = iter,
@@ -177,8 +215,9 @@ def race(
         candidates: the candidates (any hashable keys).
         task: the task (its metric decides the rule's standard errors).
         sizes: prefix sizes per round (`race_sizes`); the last is the whole split.
-        screen_one: `screen_one(candidate, round)` -> its lambda search on `sizes[round]` (entries carry
-            their `ScoreResult` under `"result"`).
+        screen_one: `screen_one(candidate, round, arms)` -> its lambda search on `sizes[round]` (entries
+            carry their `ScoreResult` under `"result"`); `arms` are its lambdas still racing, None in the
+            first round it is scored in (the whole lambda search).
         rule: the elimination rule.
         on_round: called after each round with that round's standings (dropped ones marked): where rows
             are committed, so a killed race loses at most the round in flight.
@@ -191,10 +230,11 @@ def race(
     last = len(sizes) - 1
     standings: dict[K, Standing[K]] = {}
     alive = list(candidates)
+    arms: dict[K, Arms] = {}
     for r in range(min(start_round, last), last + 1):
         scored: list[Standing[K]] = []
         for cand in each(alive):
-            tried = screen_one(cand, r)
+            tried = screen_one(cand, r, arms.get(cand))
             standing = Standing(candidate=cand, tried=tried, n=int(sizes[r]), round=r)
             standings[cand] = standing
             scored.append(standing)
@@ -204,6 +244,13 @@ def race(
                 if s.candidate in dropped:
                     s.eliminated_round = r
             alive = [c for c in alive if c not in dropped]
+            for s in scored:
+                if s.eliminated_round is None:
+                    seen = arms[s.candidate].seen if s.candidate in arms else frozenset()
+                    arms[s.candidate] = Arms(
+                        racing=tuple(racing_lambdas(s.tried, task=task, rule=rule)),
+                        seen=seen | {float(t["lambda"]) for t in s.tried},
+                    )
         if on_round is not None:
             on_round(scored)
     return [standings[c] for c in candidates if c in standings]
@@ -251,6 +298,30 @@ def resume_round(todo: Sequence[Pinned], *, sizes: Sequence[int], stored: Mappin
     return min(rounds, default=0)
 
 
+def _round_search(
+    evaluate: Callable[[float], ScoreResult], *, setup: RaceSetup, arms: Arms | None, target_score: float
+) -> list[dict[str, Any]]:
+    """A candidate's lambda search in one round: the whole search first, then its lambdas still racing."""
+    if arms is None:
+        return search_lambdas(
+            evaluate,
+            how=setup.how,
+            lambdas=setup.lambdas,
+            target_score=target_score,
+            harm_margin=setup.harm_margin,
+            points=RACE_COARSE_POINTS,
+            levels=RACE_FIRST_LEVELS,
+        )
+    return carry_on(
+        evaluate,
+        how=setup.how,
+        lambdas=setup.lambdas,
+        racing=arms.racing,
+        seen=arms.seen,
+        target_score=target_score,
+    )
+
+
 def screen_race(
     todo: Sequence[Pinned],
     *,
@@ -282,7 +353,7 @@ def screen_race(
     with progress_bar(*counted_columns("{task.description}", eta=True), enabled=progress) as bar:
         job = bar.add_task(f"race {task}", total=len(todo))
 
-        def screen_one(cand: Pinned, r: int) -> list[dict[str, Any]]:
+        def screen_one(cand: Pinned, r: int, arms: Arms | None) -> list[dict[str, Any]]:
             bar.update(job, description=f"race {task} ({sizes[r]} examples): {cand.repo_id}")
             composer = composer_for(cand)
 
@@ -294,12 +365,8 @@ def screen_race(
                     cand, lam, upto=r, compute=chunks.chunk, prepare=lambda: composer.apply([lam])
                 )
 
-            tried = search_lambdas(
-                evaluate,
-                how=setup.how,
-                lambdas=setup.lambdas,
-                target_score=prefix_of(setup.target, sizes[r]).score,
-                harm_margin=setup.harm_margin,
+            tried = _round_search(
+                evaluate, setup=setup, arms=arms, target_score=prefix_of(setup.target, sizes[r]).score
             )
             composer.apply([0.0])
             bar.advance(job)
