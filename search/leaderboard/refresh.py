@@ -21,7 +21,7 @@ from search.scoring.settings import ScorerSettings
 from search.study.heldout import heldout_objective, row_tasks
 from search.study.records import query, write_heldout
 from search.tasks.data import load_split
-from search.vectors.cache import is_cached
+from search.vectors.cache import cached_pairs
 from search.vectors.compose import open_composer
 
 
@@ -102,11 +102,7 @@ class _Rebuilder:
         composer = self._composers.get(key)
         if composer is None:
             pairs = [(i["repo_id"], i["revision"]) for i in row["ingredients"]]
-            cached = {
-                (r, v)
-                for r, v in pairs
-                if is_cached(base_revision=self.base.revision, candidate_revision=v, cache_dir=self.cache_dir)
-            }
+            cached = cached_pairs(pairs, base_revision=self.base.revision, cache_dir=self.cache_dir)
             dirs = checkpoint_dirs(pairs, db_url=self.db_url, unlocated=cached)
             composer = open_composer(
                 self.model,

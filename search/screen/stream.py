@@ -33,7 +33,7 @@ import torch
 
 from registry.constants import home, vector_cache_dir
 from registry.pins import Fetched, Pinned, discard_snapshot, fetch_snapshot
-from search.vectors.cache import cache_path
+from search.vectors.cache import cache_path, is_cached
 
 KEEP_VECTORS = 16  # the search's default --top-k: the vectors a search over the screened best will use
 DOWNLOADS_DIR = "downloads"
@@ -122,11 +122,10 @@ class StreamSettings:
 
 def needs_snapshot(pinned: Pinned, *, base_revision: str, cache_dir: Path | None) -> bool:
     """Whether composing `pinned` needs its snapshot: its vector is in the vector cache at no dtype."""
-    root = vector_cache_dir() if cache_dir is None else Path(cache_dir)
     return not any(
-        cache_path(
-            cache_dir=root, base_revision=base_revision, candidate_revision=pinned.revision, dtype=d
-        ).is_file()
+        is_cached(
+            base_revision=base_revision, candidate_revision=pinned.revision, cache_dir=cache_dir, dtype=d
+        )
         for d in _VECTOR_DTYPES
     )
 

@@ -42,7 +42,7 @@ from search.study.storage import create_or_join, find_study, open_storage
 from search.tables import one_or_each
 from search.tasks.data import Split, load_split
 from search.vectors import Composer
-from search.vectors.cache import is_cached
+from search.vectors.cache import cached_pairs
 from search.vectors.compose import open_composer
 
 
@@ -264,13 +264,7 @@ def study_composer(
     pairs = [(c.repo_id, c.revision) for c in context.candidates]
     # A vector in the cache needs no snapshot: after a streamed screen deleted them, the study's top-K
     # would otherwise be downloaded again.
-    cached = {
-        (r, v)
-        for r, v in pairs
-        if is_cached(
-            base_revision=resolved.base.revision, candidate_revision=v, cache_dir=config.vector_cache
-        )
-    }
+    cached = cached_pairs(pairs, base_revision=resolved.base.revision, cache_dir=config.vector_cache)
     dirs = checkpoint_dirs(pairs, db_url=config.db_url, unlocated=cached)
     return open_composer(
         model,

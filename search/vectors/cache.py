@@ -20,7 +20,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -72,11 +72,23 @@ def is_cached(
     dtype: torch.dtype = torch.float32,
 ) -> bool:
     """Whether the vector of (base, candidate) at `dtype` has a file in the cache (not yet checked whole:
-    `load_vector` does that, and rebuilds a damaged one from the candidate's folder)."""
+    `load_vector` does that when it loads it)."""
     root = Path(cache_dir) if cache_dir is not None else vector_cache_dir()
     return cache_path(
         cache_dir=root, base_revision=base_revision, candidate_revision=candidate_revision, dtype=dtype
     ).is_file()
+
+
+def cached_pairs(
+    pairs: Iterable[tuple[str, str]], *, base_revision: str, cache_dir: Path | None = None
+) -> set[tuple[str, str]]:
+    """The (repo_id, revision) pairs whose fp32 vector against `base_revision` is in the cache: the ones
+    a composition needs no snapshot for (`registry.pins.checkpoint_dirs(..., unlocated=...)`)."""
+    return {
+        (repo_id, revision)
+        for repo_id, revision in pairs
+        if is_cached(base_revision=base_revision, candidate_revision=revision, cache_dir=cache_dir)
+    }
 
 
 def save_vector(
