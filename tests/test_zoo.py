@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from benchmarks.zoo import build, load_manifest
 from benchmarks.zoo.evaluate import rank_score
+from benchmarks.zoo.numerics import build_in_pinned_child, pinned_env
 from benchmarks.zoo.world import ZOO_VERSION
 from search.errors import DataError
 from search.tasks import get_task
@@ -196,6 +199,23 @@ def test_cached_build_returns_at_once_and_rejects_other_seed(tiny_zoo: Path) -> 
         build(out=tiny_zoo, seed=1, scale="tiny", progress=False)
     with pytest.raises(DataError, match="unknown zoo scale"):
         build(out=tiny_zoo, seed=0, scale="huge", progress=False)
+
+
+def test_the_zoo_is_built_on_pinned_float_kernels(tmp_path: Path) -> None:
+    """The child a native process builds in runs ATen's unvectorised kernels and MKL's reproducible mode,
+    and its failure comes back as one line naming the folder."""
+    probe = "import torch; from benchmarks.zoo.numerics import pinned; print(torch.backends.cpu.get_cpu_capability(), pinned())"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=pinned_env(), capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["DEFAULT", "True"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(
+        DataError, match=r"a-file/zoo: zoo build failed: .*a-file: (File exists|Not a directory)$"
+    ) as err:
+        build_in_pinned_child(out=blocker / "zoo", seed=0, scale="tiny", progress=False, workers=1)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import typer
 
 from benchmarks.zoo.build import build
 from benchmarks.zoo.evaluate import zoo_report
+from benchmarks.zoo.numerics import reexec_pinned
 from registry.errors import TaskvecError
 
 app = typer.Typer(help="Build the offline pico zoo.", no_args_is_help=True, add_completion=False)
@@ -28,13 +29,17 @@ def build_cmd(
     seed: int = typer.Option(0, "--seed", help="Master seed (same seed, byte-identical files)."),
     scale: str = typer.Option("full", "--scale", help="full (demo) or tiny (tests)."),
     workers: int | None = typer.Option(None, "--workers", help="Fine-tuning processes (default 2)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Build (or reuse) a zoo under OUT and print where it is."""
     started = time.perf_counter()
     try:
-        build(out=out, seed=seed, scale=scale, workers=workers)
+        build(out=out, seed=seed, scale=scale, workers=workers, progress=not quiet)
     except TaskvecError as exc:
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # a folder that cannot be written: one line, as for the product's commands
+        typer.echo(f"error: {exc.filename or out}: {exc.strerror or exc}", err=True)
         sys.exit(1)
     typer.echo(f"zoo ready at {out} ({time.perf_counter() - started:.1f}s)")
 
@@ -63,4 +68,5 @@ def report_cmd(
 
 
 if __name__ == "__main__":
+    reexec_pinned("benchmarks.zoo")  # the report's scores too, not only the build, are the same everywhere
     app()

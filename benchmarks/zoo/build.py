@@ -2,7 +2,8 @@
 
 `build(out=DIR)` writes `DIR/glue`, `DIR/aux`, `DIR/hub/<org>/<name>` and `DIR/zoo.json`, then a
 `.complete` stamp last; a complete build with the same seed and scale returns at once. Everything is
-seeded and single-threaded, so two builds with the same seed give byte-identical files.
+seeded, single-threaded and on pinned float kernels (`numerics`), so two builds with the same seed give
+byte-identical files, on any x86 machine.
 
 The steps, in order: data and corpus (`data`), tokenizer, base (`base`), then the fine-tunes
 (`finetunes`, in worker processes) while the decoys (`decoys`) train in this one, then the manifest
@@ -30,6 +31,7 @@ from benchmarks.zoo.data import Dataset, write_data, write_parquet, write_tokeni
 from benchmarks.zoo.decoys import make_decoys
 from benchmarks.zoo.finetunes import Job, job_args, run_finetune_job, zoo_jobs
 from benchmarks.zoo.manifest import load_manifest, write_manifest
+from benchmarks.zoo.numerics import build_in_pinned_child, needs_pinning
 from benchmarks.zoo.world import BASE_REPO, SCALES, STAMP, ZOO_VERSION, World
 from registry.progress import progress_bar
 from search.errors import DataError
@@ -90,6 +92,8 @@ def build(
     out = Path(out)
     if is_complete(out, seed=seed, scale=scale):
         return out
+    if needs_pinning():  # this process's kernels are the machine's: build where they are the zoo's
+        return build_in_pinned_child(out=out, seed=seed, scale=scale, progress=progress, workers=workers)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Test sessions may share one zoo folder (TASKVEC_TEST_ZOO): one builds, the others wait and reuse.
     with open(out.parent / f".{out.name}.lock", "w") as lock:
