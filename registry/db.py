@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,7 +173,7 @@ def _make_engine(url: str, *, transactional_ddl: bool = False) -> Engine:
             dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _journal_mode_wal(cursor)
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -183,6 +185,21 @@ def _make_engine(url: str, *, transactional_ddl: bool = False) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock from the start: check and migrate as one
 
     return engine
+
+
+def _journal_mode_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch to WAL, waiting out a concurrent first use: the switch needs an exclusive lock and SQLite
+    answers "database is locked" at once instead of calling the busy handler (seen with two processes
+    creating one database on loaded cores)."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _heads(url: str) -> set[str]:

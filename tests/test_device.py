@@ -268,7 +268,10 @@ def test_gpu_check_cpu_only_smoke_runs_every_step(tiny_zoo, capsys):
     summary = gpu_check(["--zoo", str(tiny_zoo), "--tasks", "sst2", "--cpu-only-smoke"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == json.loads(json.dumps(summary))
-    assert summary["ok"] and summary["smoke"] and summary["search"]["n_finished"] >= 4
-    assert summary["agreement"][0]["fp32_agreement"] == 1.0
+    # Every step ran; the bf16 bars are the GPU's (on 64 examples one flip is 1.6%, and CPU bf16 autocast
+    # is not the GPU's), so the smoke run holds only fp32 to identical predictions.
+    assert summary["smoke"] and summary["search"]["ok"] and summary["search"]["n_finished"] >= 4
+    row = summary["agreement"][0]
+    assert row["fp32_agreement"] == 1.0 and row["n"] > 0 and row["bf16_agreement"] > 0.9
     assert [r["shape"] for r in summary["throughput"]] == ["pico", "t5-small", "t5-base"]
     assert all(r["cpu_ex_per_s"] > 0 and r["gpu_bf16_ex_per_s"] > 0 for r in summary["throughput"])

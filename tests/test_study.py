@@ -63,8 +63,16 @@ def test_candidate_rule_and_warm_start():
     chosen = select_candidates(rows, top_k=5)
     warm = warm_start_params(chosen, lambda_max=1.5)
     assert warm[0] == {use_param("o/b"): True, use_param("o/c"): False, lambda_param("o/b"): 1.5}  # clamped
-    assert warm[-1][use_param("o/b")] and warm[-1][use_param("o/c")]
-    assert warm[-1][lambda_param("o/b")] == warm[-1][lambda_param("o/c")]
+    uniform, add_all = warm[-2], warm[-1]
+    assert uniform[use_param("o/b")] and uniform[use_param("o/c")]
+    assert uniform[lambda_param("o/b")] == uniform[lambda_param("o/c")]
+    # The add-all baseline: every helper at its own screened lambda, clamped to the study's range.
+    assert add_all == {
+        use_param("o/b"): True,
+        use_param("o/c"): True,
+        lambda_param("o/b"): 1.5,
+        lambda_param("o/c"): 0.5,
+    }
     assert coefficients_from_params(warm[0], ["o/b", "o/c"]) == [1.5, 0.0]
 
 

@@ -131,7 +131,8 @@ def warm_start_params(
 ) -> list[dict[str, Any]]:
     """First trials over screened helpers: the best single candidates at their screened lambda, then all
     candidates at one uniform lambda: the median of the screened ones, and FusionBench's 0.3 (a sum of
-    several vectors at each one's own best lambda usually overshoots: the add-all baseline).
+    several vectors at each one's own best lambda usually overshoots), and last that sum itself, the
+    add-all baseline: a search then never ends below a baseline it could have enqueued on its own split.
     """
     repos = [c["candidate_repo"] for c in candidates]
     out = []
@@ -146,7 +147,17 @@ def warm_start_params(
             params = {use_param(r): True for r in repos}
             params.update({lambda_param(r): uniform for r in repos})
             out.append(params)
+        add_all = {use_param(r): True for r in repos}
+        add_all.update(
+            {lambda_param(c["candidate_repo"]): _clamp(c["best_lambda"], lambda_max) for c in candidates}
+        )
+        if add_all not in out:
+            out.append(add_all)
     return out
+
+
+def _clamp(lam: float, lambda_max: float) -> float:
+    return min(lambda_max, max(0.0, lam))
 
 
 def multitask_warm_start(
