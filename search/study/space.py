@@ -132,7 +132,7 @@ def warm_start_params(
     """First trials over screened helpers: the best single candidates at their screened lambda, then all
     candidates at one uniform lambda: the median of the screened ones, and FusionBench's 0.3 (a sum of
     several vectors at each one's own best lambda usually overshoots), and last that sum itself, the
-    add-all baseline: a search then never ends below a baseline it could have enqueued on its own split.
+    add-all baseline: scored within the pruner's warm-up, so a search does not end below it on its own split.
     """
     repos = [c["candidate_repo"] for c in candidates]
     out = []
