@@ -132,7 +132,8 @@ def warm_start_params(
     """First trials over screened helpers: the best single candidates at their screened lambda, then all
     candidates at one uniform lambda: the median of the screened ones, and FusionBench's 0.3 (a sum of
     several vectors at each one's own best lambda usually overshoots), and last that sum itself, the
-    add-all baseline: scored within the pruner's warm-up, so a search does not end below it on its own split.
+    add-all baseline (7th at most: up to 27 trials the pruner's warm-up of 8 scores it in full, so such a
+    search does not end below it on its own split).
     """
     repos = [c["candidate_repo"] for c in candidates]
     out = []
