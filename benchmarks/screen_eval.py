@@ -19,7 +19,7 @@ The default run covers all four GLUE tasks (about 12 minutes on two loaded cores
 cost). Figures are per task, and pooled over the tasks run (sums of examples; recall and score differences
 averaged over tasks / candidates).
 
-    python -m benchmarks.screen_eval racing [--quick] [--tasks mrpc,sst2] [--zoo /tmp/fullzoo5]
+    python -m benchmarks.screen_eval racing [--quick] [--tasks mrpc,sst2] [--zoo DIR]
     python -m benchmarks.screen_eval c2f [--quick]
 
 Last line: one JSON object.
@@ -39,25 +39,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.zoo import full_zoo
 from benchmarks.zoo.manifest import load_manifest
 from search.scoring import Scorer, load_seq2seq
 from search.scoring.scorer import ScoreResult
 from search.screen.chunks import ChunkCache, prefix_of, slice_result
 from search.screen.grid import (
     COARSE_POINTS,
-    RACE_COARSE_POINTS,
-    RACE_FIRST_LEVELS,
     REFINE_LEVELS,
-    carry_on,
+    Arms,
     coarse_to_fine,
+    round_search,
     search_lambdas,
 )
-from search.screen.racing import RACE_KEEP, Arms, RaceRule, race, race_sizes
+from search.screen.racing import RACE_KEEP, RaceRule, race, race_sizes
 from search.screen.run import DEFAULT_LAMBDAS, HARM_MARGIN
 from search.tasks import load_split
 from search.vectors import Composer, TaskVector
 
-ZOO = Path("/tmp/fullzoo5")
 TOP = 8
 POOL = 112
 SEARCH_SIZE = 400
@@ -173,24 +172,13 @@ def _race(table: Table, how: str, *, keep: int, lambdas: bool = True) -> tuple[d
                 compute=lambda k: slice_result(full, 0 if k == 0 else sizes[k - 1], sizes[k]),
             )
 
-        target_score = prefix_of(table.target, sizes[r]).score
-        if arms is not None:  # a later round: the lambdas still racing, as `screen_race` scores them
-            return carry_on(
-                evaluate,
-                how=how,
-                lambdas=DEFAULT_LAMBDAS,
-                racing=arms.racing,
-                seen=arms.seen,
-                target_score=target_score,
-            )
-        return search_lambdas(
+        return round_search(
             evaluate,
             how=how,
             lambdas=DEFAULT_LAMBDAS,
-            target_score=target_score,
             harm_margin=HARM_MARGIN,
-            points=RACE_COARSE_POINTS,
-            levels=RACE_FIRST_LEVELS,
+            arms=arms,
+            target_score=prefix_of(table.target, sizes[r]).score,
         )
 
     rule = RaceRule(keep=keep, lambdas=lambdas)
@@ -391,14 +379,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m benchmarks.screen_eval", description=__doc__.split("\n")[0]
     )
     parser.add_argument("which", choices=("racing", "c2f", "both"))
-    parser.add_argument("--zoo", type=Path, default=ZOO)
+    parser.add_argument("--zoo", type=Path, default=None, help="a built zoo (default: the seed-0 full zoo)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tasks", default=None, help="Comma-separated tasks (default: all four).")
     parser.add_argument("--pool", type=int, default=None)
     parser.add_argument("--search-size", type=int, default=None)
     args = parser.parse_args(argv)
     kw = {
-        "zoo": args.zoo,
+        "zoo": full_zoo(args.zoo),
         "quick": args.quick,
         "tasks": args.tasks.split(",") if args.tasks else None,
         "pool": args.pool,

@@ -23,6 +23,7 @@ two can be compared lambda for lambda, and a stored lambda is always one the use
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from search.errors import SearchError
@@ -184,6 +185,41 @@ def _next_to_best(
         pick = _refinement(scores, target_score=target_score, limit=len(grid) - 1)
         return pick if pick in new else new[0]
     return new[0] if new else None
+
+
+@dataclass(frozen=True)
+class Arms:
+    """A survivor's next round: its lambdas still `racing`, and every lambda it has tried (`seen`)."""
+
+    racing: tuple[float, ...]
+    seen: frozenset[float]
+
+
+def round_search(
+    evaluate: Callable[[float], ScoreResult],
+    *,
+    how: str,
+    lambdas: Sequence[float],
+    harm_margin: float,
+    arms: Arms | None,
+    target_score: float,
+) -> list[dict[str, Any]]:
+    """A racing candidate's lambda search in one round: the whole search first (`arms` None), then its
+    lambdas still racing (`carry_on`). The one rule `search.screen.racing.screen_race` and
+    `benchmarks/screen_eval.py` both replay."""
+    if arms is None:
+        return search_lambdas(
+            evaluate,
+            how=how,
+            lambdas=lambdas,
+            target_score=target_score,
+            harm_margin=harm_margin,
+            points=RACE_COARSE_POINTS,
+            levels=RACE_FIRST_LEVELS,
+        )
+    return carry_on(
+        evaluate, how=how, lambdas=lambdas, racing=arms.racing, seen=arms.seen, target_score=target_score
+    )
 
 
 def search_lambdas(

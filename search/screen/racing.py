@@ -40,14 +40,7 @@ from search.errors import SearchError
 from search.scoring.bootstrap import resampled_scores
 from search.scoring.scorer import Scorer, ScoreResult
 from search.screen.chunks import ChunkCache, ChunkScorer, prefix_of
-from search.screen.grid import (
-    DEFAULT_LAMBDA_SEARCH,
-    RACE_COARSE_POINTS,
-    RACE_FIRST_LEVELS,
-    carry_on,
-    check_lambda_search,
-    search_lambdas,
-)
+from search.screen.grid import DEFAULT_LAMBDA_SEARCH, Arms, check_lambda_search, round_search
 from search.screen.store import save_screening
 from search.screen.stream import StreamSettings
 from search.vectors.compose import open_composer
@@ -165,14 +158,6 @@ def racing_lambdas(
         {f"{lam:020.10f}": t["result"] for lam, t in zip(lams, tried, strict=True)}, task=task, rule=one
     )
     return [lam for lam in lams if f"{lam:020.10f}" not in dropped]
-
-
-@dataclass(frozen=True)
-class Arms:
-    """A survivor's next round: its lambdas still `racing`, and every lambda it has tried (`seen`)."""
-
-    racing: tuple[float, ...]
-    seen: frozenset[float]
 
 
 @dataclass
@@ -298,30 +283,6 @@ def resume_round(todo: Sequence[Pinned], *, sizes: Sequence[int], stored: Mappin
     return min(rounds, default=0)
 
 
-def _round_search(
-    evaluate: Callable[[float], ScoreResult], *, setup: RaceSetup, arms: Arms | None, target_score: float
-) -> list[dict[str, Any]]:
-    """A candidate's lambda search in one round: the whole search first, then its lambdas still racing."""
-    if arms is None:
-        return search_lambdas(
-            evaluate,
-            how=setup.how,
-            lambdas=setup.lambdas,
-            target_score=target_score,
-            harm_margin=setup.harm_margin,
-            points=RACE_COARSE_POINTS,
-            levels=RACE_FIRST_LEVELS,
-        )
-    return carry_on(
-        evaluate,
-        how=setup.how,
-        lambdas=setup.lambdas,
-        racing=arms.racing,
-        seen=arms.seen,
-        target_score=target_score,
-    )
-
-
 def screen_race(
     todo: Sequence[Pinned],
     *,
@@ -365,8 +326,13 @@ def screen_race(
                     cand, lam, upto=r, compute=chunks.chunk, prepare=lambda: composer.apply([lam])
                 )
 
-            tried = _round_search(
-                evaluate, setup=setup, arms=arms, target_score=prefix_of(setup.target, sizes[r]).score
+            tried = round_search(
+                evaluate,
+                how=setup.how,
+                lambdas=setup.lambdas,
+                harm_margin=setup.harm_margin,
+                arms=arms,
+                target_score=prefix_of(setup.target, sizes[r]).score,
             )
             composer.apply([0.0])
             bar.advance(job)
