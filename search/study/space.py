@@ -139,11 +139,11 @@ def warm_start_params(
     out = []
     for cand in candidates[:singles]:
         params: dict[str, Any] = {use_param(r): r == cand["candidate_repo"] for r in repos}
-        params[lambda_param(cand["candidate_repo"])] = min(lambda_max, max(0.0, cand["best_lambda"]))
+        params[lambda_param(cand["candidate_repo"])] = _clamp(cand["best_lambda"], lambda_max)
         out.append(params)
     if len(repos) > 1:
         lambdas = sorted(c["best_lambda"] for c in candidates)
-        median = min(lambda_max, max(0.0, lambdas[len(lambdas) // 2]))
+        median = _clamp(lambdas[len(lambdas) // 2], lambda_max)
         for uniform in dict.fromkeys((median, min(lambda_max, WARM_UNIFORM[0]))):
             params = {use_param(r): True for r in repos}
             params.update({lambda_param(r): uniform for r in repos})
