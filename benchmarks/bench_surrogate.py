@@ -30,7 +30,7 @@ from typing import Any
 from benchmarks.bench_pruning import pruning_bench
 from benchmarks.screen_eval import coarse_to_fine_bench, racing_bench
 from benchmarks.surrogate_eval import surrogate_accuracy_bench, surrogate_search_bench, torch_threads
-from benchmarks.zoo import build
+from benchmarks.zoo import full_zoo
 
 SECTIONS = ("a", "b", "c", "d", "e")
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {','.join(SECTIONS)}")
     torch_threads()
-    zoo = args.zoo or build(out=Path(".cache/zoo-full"), scale="full")
+    zoo = full_zoo(args.zoo)
     out = run_sections(zoo=zoo, quick=args.quick, only=only)
     print(json.dumps(out))
     return out

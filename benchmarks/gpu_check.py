@@ -38,7 +38,7 @@ from rich.table import Table
 from transformers import T5Config, T5ForConditionalGeneration
 
 from benchmarks.bench_scoring import T5_BASE, T5_SMALL
-from benchmarks.zoo import build, load_manifest
+from benchmarks.zoo import full_zoo, load_manifest
 from registry.constants import ENV_HOME
 from registry.sync import sync
 from search.scoring.device import resolve
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
     smoke = args.cpu_only_smoke
     gpu = gpu_device(smoke=smoke)
-    zoo = args.zoo or build(out=Path(".cache/zoo-full"), seed=0, scale="full")  # shared with bench_scoring
+    zoo = full_zoo(args.zoo)  # shared with bench_scoring
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     t0 = time.perf_counter()
     agreement = check_agreement(zoo, tasks=tasks, gpu=gpu, size=64 if smoke else None)

@@ -1,6 +1,6 @@
 """The surrogate, honestly evaluated on the pico zoo (issue 13, benchmark sections 5(d) and 5(e)).
 
-    python -m benchmarks.surrogate_eval [--zoo /tmp/fullzoo5] [--quick] [--only accuracy|search]
+    python -m benchmarks.surrogate_eval [--zoo DIR] [--quick] [--only accuracy|search]
                                         [--tasks mrpc,rte,cola,sst2]
 
 Setting (both sections): per task, the zoo's target screened over the default lambda grid (a fresh
@@ -42,7 +42,7 @@ import optuna
 import torch
 from scipy.stats import spearmanr
 
-from benchmarks.zoo import build, load_manifest
+from benchmarks.zoo import full_zoo, load_manifest
 from registry.constants import ENV_DB, ENV_HOME
 from registry.pins import compatible_candidates, located, resolve_target
 from registry.sync import sync
@@ -62,7 +62,6 @@ LAMBDA_MAX = 1.5
 N_TEST, N_TRAIN, FITS = 100, 40, (10, 20, 40)
 SEEDS, BUDGET, REFERENCE, WITHIN = (0, 1, 2), 60, 120, 0.5
 SEARCH_TASKS = TASKS  # (e) takes about 40 s a task on the pico zoo
-DEFAULT_ZOO = Path(".cache/zoo-full")  # where bench_surrogate and bench_search build it
 
 
 @dataclass
@@ -281,14 +280,13 @@ def _say(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zoo", type=Path, default=DEFAULT_ZOO, help="a full zoo (built there if missing)")
+    parser.add_argument("--zoo", type=Path, default=None, help="a built zoo (default: the seed-0 full zoo)")
     parser.add_argument("--quick", action="store_true", help="smoke test: fewer tasks, compositions, trials")
     parser.add_argument("--only", choices=("accuracy", "search"), default=None)
     parser.add_argument("--tasks", default=None, help="(e)'s tasks, comma-separated (default all four)")
     args = parser.parse_args(argv)
     torch_threads()
-    # A given zoo is used as it is, whatever its seed; a missing one is built (seed 0).
-    zoo = args.zoo if (args.zoo / ".complete").is_file() else build(out=args.zoo, scale="full")
+    zoo = full_zoo(args.zoo)
     out: dict[str, Any] = {}
     if args.only in (None, "accuracy"):
         out["accuracy"] = surrogate_accuracy_bench(zoo=zoo, quick=args.quick)

@@ -40,8 +40,10 @@ __all__ = [
     "BASE_REPO",
     "SCALES",
     "ZOO_VERSION",
+    "FULL_ZOO",
     "build",
     "clean",
+    "full_zoo",
     "is_complete",
     "load_manifest",
     "run_finetune_job",
@@ -66,6 +68,14 @@ def is_complete(out: Path, *, seed: int, scale: str) -> bool:
     except json.JSONDecodeError:
         return False
     return info == {"seed": seed, "scale": scale, "version": ZOO_VERSION}
+
+
+FULL_ZOO = Path(".cache/zoo-full")  # the benchmarks' shared seed-0 full zoo, under the working folder
+
+
+def full_zoo(given: Path | None = None) -> Path:
+    """`given` as it is (whatever its seed), else the seed-0 full zoo at `FULL_ZOO`, built there if missing."""
+    return Path(given) if given is not None else build(out=FULL_ZOO, seed=0, scale="full")
 
 
 def build(
