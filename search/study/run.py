@@ -247,6 +247,9 @@ def _loop(run: _Run, *, progress: bool, hooks: RunHooks | None = None) -> None:
     def on_trial_end(_: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state == TrialState.COMPLETE:
             write_trial(trial, run.live.context, run.live.target, db_url=config.db_url)
+        # A trial that lost the race for the study's last place ends failed (QuotaReached): not one of ours.
+        if trial.state in FINISHED:
+            run.trials_here += 1
 
     columns = counted_columns("{task.description}", eta=True, extra=(TextColumn("{task.fields[best]}"),))
     with gate, progress_bar(*columns, enabled=progress) as bar:
@@ -276,7 +279,6 @@ def _loop(run: _Run, *, progress: bool, hooks: RunHooks | None = None) -> None:
             if run.proposer is not None and counts.waiting == 0:
                 run.proposer.enqueue(study)  # the surrogate's pick (or, on the sampler's turn, nothing)
             study.optimize(run.objective, n_trials=1, catch=(QuotaReached,), callbacks=[on_trial_end])
-            run.trials_here += 1
         gate.check()
 
 
