@@ -284,3 +284,31 @@ def test_targets_never_train_on_their_search_split(tiny_zoo: Path) -> None:
         trained = set(info["train_idx"])
         assert len(trained) == info["data"]["n"] > 0
         assert not trained & set(split.examples["idx"]), repo
+
+
+def test_a_multitask_fine_tune_that_did_not_converge_goes_on_at_half_the_rate(
+    tiny_zoo: Path, monkeypatch
+) -> None:
+    """The zoo's convergence rule (training loss only): continue at half the learning rate, at most twice;
+    candidates and targets are never continued, and a converged fine-tune is left as it is."""
+    from benchmarks.zoo import finetunes
+    from benchmarks.zoo.finetunes import MAX_CONTINUATIONS, Job, _train
+
+    base = tiny_zoo / "hub" / "pico" / "t5-pico"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    pairs = [
+        ("sst2 sentence: the food was good", "positive"),
+        ("sst2 sentence: the food was bad", "negative"),
+    ]
+    job = Job("pico/x", "multitask", "glue", "sst2", None, 3, 1e-3, 0)
+    monkeypatch.setattr(finetunes, "CONVERGED_LOSS", -1.0)  # no loss is low enough: every continuation runs
+    model = AutoModelForSeq2SeqLM.from_pretrained(base)
+    _, continued = _train(job, model, tokenizer, pairs, seed=0)
+    assert [c["lr"] for c in continued] == [5e-4, 2.5e-4][:MAX_CONTINUATIONS]
+    assert all(c["steps"] == 3 for c in continued)
+    before = {k: v.clone() for k, v in AutoModelForSeq2SeqLM.from_pretrained(base).state_dict().items()}
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    candidate = Job("pico/y", "candidate", "glue", "sst2", None, 3, 1e-3, 0)
+    assert _train(candidate, AutoModelForSeq2SeqLM.from_pretrained(base), tokenizer, pairs, seed=0)[1] == []
+    monkeypatch.setattr(finetunes, "CONVERGED_LOSS", 1e9)
+    assert _train(job, AutoModelForSeq2SeqLM.from_pretrained(base), tokenizer, pairs, seed=0)[1] == []
