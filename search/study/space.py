@@ -164,14 +164,22 @@ def _clamp(lam: float, lambda_max: float) -> float:
 def multitask_warm_start(
     candidates: Sequence[dict[str, Any]], *, lambda_max: float, lambdas: Sequence[float] = WARM_UNIFORM
 ) -> list[dict[str, Any]]:
-    """First trials over references: every reference (and no helper) at one uniform lambda each."""
+    """First trials over references: every reference (and no helper) at one uniform lambda each, then
+    each reference alone at 1 (its own fine-tuned model, the best-single baseline's candidates), so the
+    search does not end below the best single vector on its own split.
+    """
     repos = [c["repo_id"] for c in candidates]
-    refs = {c["repo_id"] for c in candidates if c.get("role") == "reference"} or set(repos)
+    refs = [c["repo_id"] for c in candidates if c.get("role") == "reference"] or repos
     out = []
     for lam in lambdas:
         params: dict[str, Any] = {use_param(r): r in refs for r in repos}
         params.update({lambda_param(r): min(lambda_max, lam) for r in repos if r in refs})
         out.append(params)
+    if len(refs) > 1:
+        for ref in refs:
+            alone: dict[str, Any] = {use_param(r): r == ref for r in repos}
+            alone[lambda_param(ref)] = _clamp(1.0, lambda_max)
+            out.append(alone)
     return out
 
 
