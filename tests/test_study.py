@@ -20,7 +20,6 @@ from search.study import (
     coefficients_from_params,
     default_study_name,
     lambda_param,
-    multitask_warm_start,
     parse_duration,
     run_search,
     select_candidates,
@@ -75,23 +74,6 @@ def test_candidate_rule_and_warm_start():
         lambda_param("o/c"): 0.5,
     }
     assert coefficients_from_params(warm[0], ["o/b", "o/c"]) == [1.5, 0.0]
-
-
-def test_multitask_warm_start_is_each_uniform_lambda_then_each_reference_alone():
-    rows = [
-        {"repo_id": "o/ref-a", "role": "reference"},
-        {"repo_id": "o/ref-b", "role": "reference"},
-        {"repo_id": "o/helper", "role": "helper"},
-    ]
-    warm = multitask_warm_start(rows, lambda_max=0.8, lambdas=(0.3, 1.0))
-    repos = [r["repo_id"] for r in rows]
-    assert [coefficients_from_params(p, repos) for p in warm] == [
-        [0.3, 0.3, 0.0],
-        [0.8, 0.8, 0.0],  # clamped to the study's range; helpers never enter the warm start
-        [0.8, 0.0, 0.0],  # each reference alone: the best-single baseline's candidates
-        [0.0, 0.8, 0.0],
-    ]
-    assert len(multitask_warm_start(rows[:1], lambda_max=1.5)) == 3  # one reference: no "alone" trials
 
 
 def test_options_and_names():
