@@ -196,7 +196,7 @@ class Arms:
 
 
 def round_search(
-    evaluate: Callable[[float], ScoreResult],
+    evaluate: Evaluate,
     *,
     how: str,
     lambdas: Sequence[float],
