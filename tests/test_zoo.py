@@ -227,7 +227,7 @@ def test_rebuild_is_byte_identical(tiny_zoo: Path, tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="zoo v6 tiny seed 0, as v5: every MRPC helper at lambda 1 lowers its target (v5: 89.5 -> 51.8 to 66.7)",
+    reason="tiny seed 0 (v6 to v8 byte-identical), as v5: every MRPC helper at lambda 1 lowers its target (v5: 89.5 -> 51.8 to 66.7)",
 )
 def test_each_target_has_a_candidate_that_really_helps(tiny_zoo: Path) -> None:
     """target + 1.0 * tau of its best designed helper beats the target by > 3 points on validation."""
