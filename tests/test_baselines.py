@@ -70,8 +70,11 @@ def test_baseline_rows_are_what_they_say(screened_db, config, searched, baseline
     assert by["search-best"].trial == best["trial_number"]
     assert by["search-best"].objective_search == pytest.approx(best["score_search"])
     assert by["search-best"].objective_heldout == pytest.approx(best["score_heldout"])
-    # Selection on the search split: the search's best is at least every baseline there.
-    assert all(by["search-best"].objective_search >= b.objective_search - 1e-9 for b in baselines.rows)
+    # Selection on the search split: the search's best is at least every baseline its warm start enqueues
+    # (the best single and add-all, so at least the target). Not the global lambda: its grid is not
+    # enqueued, and on an AMD EPYC's tiny zoo it came out above a 16-trial search's best there.
+    for name in ("target", "best-single", "add-all"):
+        assert by["search-best"].objective_search >= by[name].objective_search - 1e-9, name
     for b in baselines.rows:
         ci = b.gain_ci
         assert ci["lo"] <= b.objective_heldout - by["target"].objective_heldout <= ci["hi"]

@@ -198,9 +198,11 @@ def test_search_after_a_streamed_screen_downloads_nothing_again(world, tiny_zoo)
     world["hub"].reset_counters()
     res = _invoke(
         "search", *common, "--top-k", "2", "--trials", "2", "--no-pruning", "--heldout-top", "0",
-        "--db", world["url"],
+        "--min-gain", "-100", "--db", world["url"],
     )  # fmt: skip
-    assert "using 2 of 4 screened candidates" in res.output, res.output  # one of them was streamed
+    # The top 2 whatever their gain (zoos built on other kernels differ in how many gain), so one of them
+    # was streamed.
+    assert "using 2 of 4 screened candidates" in res.output, res.output
     assert not world["hub"].weight_bytes, dict(world["hub"].weight_bytes)
 
 

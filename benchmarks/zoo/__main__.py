@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 import typer
 
-from benchmarks.zoo.build import build
+from benchmarks.zoo.build import build, load_manifest
 from benchmarks.zoo.evaluate import zoo_report
-from benchmarks.zoo.numerics import reexec_pinned
+from benchmarks.zoo.numerics import kernels_fingerprint, reexec_pinned
 from registry.errors import TaskvecError
 
 app = typer.Typer(help="Build the offline pico zoo.", no_args_is_help=True, add_completion=False)
@@ -51,6 +51,9 @@ def report_cmd(
     """Held-out scores: base, target, best single, best pair, all helpers added; multi-task (last line JSON)."""
     torch.set_num_threads(1)
     report = zoo_report(zoo=zoo)
+    kernels = load_manifest(zoo).get("kernels", "not recorded")
+    typer.echo(f"zoo built on float kernels {kernels} (this machine's: {kernels_fingerprint()})")
+    report["kernels"] = kernels
     for task, e in report["tasks"].items():
         single, pair, add_all = e["best_single"], e["best_pair"], e["add_all"]
         typer.echo(f"{task}: base {e['base']:.1f}  target {e['target']:.1f}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from benchmarks.zoo.data import Dataset
 from benchmarks.zoo.finetunes import MULTITASK
+from benchmarks.zoo.numerics import kernels_fingerprint
 from benchmarks.zoo.world import BASE_REPO, ZOO_VERSION, World
 from search.errors import DataError
 
@@ -18,6 +19,8 @@ def write_manifest(world: World, *, scale_name: str, datasets: list[Dataset]) ->
         "seed": world.seed,
         "scale": scale_name,
         "version": ZOO_VERSION,
+        # Which float kernels trained it: another machine with another fingerprint builds another zoo.
+        "kernels": kernels_fingerprint(),
         "base": BASE_REPO,
         "targets": {t: f"pico/t5-pico-{t}" for t in ("cola", "sst2", "mrpc", "rte")},
         # The multi-task stage's fine-tunes, one per task (role `multitask`, not single-task candidates).

@@ -12,6 +12,7 @@ machine's native kernels; only the offline world is pinned.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -75,3 +76,35 @@ def build_in_pinned_child(*, out: Path, seed: int, scale: str, progress: bool, w
         reason = lines[-1].removeprefix("error: ") if lines else f"the builder exited with {done.returncode}"
         raise DataError(f"{out}: zoo build failed: {reason}")
     return out
+
+
+def kernels_fingerprint() -> str:
+    """A short hash of what this process's float kernels compute on fixed inputs: a matrix product and
+    its gradient, the elementwise functions a T5 step uses, one AdamW step.
+
+    Two machines whose fingerprints differ build different zoos from one seed, so figures measured on one
+    are not the other's. Measured: the pinned kernels still differ across CPU vendors (an AMD EPYC built
+    seed 0 with other targets than the Intel machines of earlier figures); of a pico T5 training step's
+    kernels only MKL's product changed with `MKL_CBWR` there, oneDNN's switches changed nothing.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the zoo's own setting: more threads split sums differently
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 384, generator=gen)
+        layer = torch.nn.Linear(384, 96)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(96, 384, generator=gen))
+            layer.bias.zero_()
+        opt = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+        h = layer(x)
+        loss = torch.nn.functional.cross_entropy(h, torch.arange(64) % 96)
+        loss = loss + torch.rsqrt(h.pow(2).mean(-1) + 1e-6).sum() + torch.tanh(h).exp().log1p().mean()
+        loss.backward()
+        opt.step()
+        digest = hashlib.sha256()
+        for t in (h, layer.weight, layer.weight.grad, torch.softmax(h, -1)):
+            digest.update(t.detach().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:12]
+    finally:
+        torch.set_num_threads(threads)
