@@ -176,7 +176,7 @@ def test_decoys_are_what_they_claim(tiny_zoo: Path) -> None:
 
 def test_targets_beat_base_on_their_task(tiny_zoo: Path) -> None:
     """Every target is below 100 and above the base on at least three tasks. Not all four: the tiny zoo
-    built on an AMD EPYC's kernels has a CoLA target below its base (MCC 14.1 vs 17.5), the Intel machines'
+    built on an AMD EPYC's kernels has a CoLA target below its base (MCC 14.1 vs 17.5), the earlier sessions' machine's
     one above it."""
     torch.set_num_threads(1)
     below = []

@@ -52,7 +52,7 @@ class Job:
 TARGET_ROWS = {"sst2": 64, "cola": 40, "mrpc": 64, "rte": 40}
 """Training rows of the data-poor targets (drawn from GLUE train minus the search split). Fewer rows
 leave more of each helper's half unlearnt, so pairs add on more seeds: measured, best pair >= best single
-+ 2 on 4 / 3 / 2 / 4 / 4 tasks for seeds 0 to 4, against 4 / 2 / 2 / 3 / 1 with v7's 160 / 80 / 160 / 80."""
++ 2 on 4 / 3 / 2 / 4 / 4 tasks for seeds 0 to 4 (earlier machine), against 4 / 2 / 2 / 3 / 1 with v7's 160 / 80 / 160 / 80."""
 TINY_TARGET_ROWS = {"sst2": 160, "cola": 80, "mrpc": 160, "rte": 80}
 """The tiny scale's targets keep more rows: the tests' expectations were measured on them."""
 MULTITASK = {task: f"pico/t5-pico-{task}-ft" for task in TARGET_ROWS}

@@ -84,7 +84,7 @@ def kernels_fingerprint() -> str:
 
     Two machines whose fingerprints differ build different zoos from one seed, so figures measured on one
     are not the other's. Measured: the pinned kernels still differ across CPU vendors (an AMD EPYC built
-    seed 0 with other targets than the Intel machines of earlier figures); of a pico T5 training step's
+    seed 0 with other targets than the earlier sessions' machine, CPU not recorded); of a pico T5 training step's
     kernels only MKL's product changed with `MKL_CBWR` there, oneDNN's switches changed nothing.
     """
     threads = torch.get_num_threads()
