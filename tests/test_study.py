@@ -62,18 +62,27 @@ def test_candidate_rule_and_warm_start():
     assert [r["candidate_repo"] for r in select_candidates(rows[:1], top_k=2)] == ["o/a"]
     chosen = select_candidates(rows, top_k=5)
     warm = warm_start_params(chosen, lambda_max=1.5)
-    assert warm[0] == {use_param("o/b"): True, use_param("o/c"): False, lambda_param("o/b"): 1.5}  # clamped
-    uniform, add_all = warm[-2], warm[-1]
-    assert uniform[use_param("o/b")] and uniform[use_param("o/c")]
-    assert uniform[lambda_param("o/b")] == uniform[lambda_param("o/c")]
-    # The add-all baseline: every helper at its own screened lambda, clamped to the study's range.
-    assert add_all == {
-        use_param("o/b"): True,
-        use_param("o/c"): True,
-        lambda_param("o/b"): 1.5,
-        lambda_param("o/c"): 0.5,
-    }
+    b, c = use_param("o/b"), use_param("o/c")
+    lb_, lc = lambda_param("o/b"), lambda_param("o/c")
+    # The best single (clamped to the study's range), then add-all: every helper at its own lambda.
+    assert warm[0] == {b: True, c: False, lb_: 1.5}
+    assert warm[1] == {b: True, c: True, lb_: 1.5, lc: 0.5}
+    # The best one paired with the next, one of the two at half its lambda.
+    assert warm[2] == {b: True, c: True, lb_: 1.5, lc: 0.25}
+    assert warm[3] == {b: True, c: True, lb_: 0.75, lc: 0.5}
+    # Then one uniform lambda for all: the median of the screened ones (clamped), and 0.3.
+    assert warm[4:] == [{b: True, c: True, lb_: 1.5, lc: 1.5}, {b: True, c: True, lb_: 0.3, lc: 0.3}]
     assert coefficients_from_params(warm[0], ["o/b", "o/c"]) == [1.5, 0.0]
+    # Partners: the next `partners` candidates only; no duplicate trials; one candidate: only itself.
+    many = [{"candidate_repo": f"o/{i}", "best_lambda": 1.0} for i in range(6)]
+    pairs = [
+        w
+        for w in warm_start_params(many, lambda_max=1.5)
+        if sum(w[use_param(r["candidate_repo"])] for r in many) == 2
+    ]
+    assert len(pairs) == 2 * 3 and all(p[use_param("o/0")] for p in pairs)
+    assert len(warm_start_params(many, lambda_max=1.5)) == 1 + 1 + 6 + 1  # the uniform median is add-all
+    assert warm_start_params(chosen[:1], lambda_max=1.5) == [{b: True, lb_: 1.5}]
 
 
 def test_options_and_names():
