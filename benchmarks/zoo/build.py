@@ -5,9 +5,9 @@
 seeded, single-threaded and on pinned float kernels (`numerics`), so two builds with the same seed give
 byte-identical files, on any x86 machine.
 
-The steps, in order: data and corpus (`data`), tokenizer, base (`base`), then the fine-tunes
-(`finetunes`, in worker processes) while the decoys (`decoys`) train in this one, then the manifest
-(`manifest`).
+The steps, in order: data and corpus (`data`), tokenizer, base (`base`) while the decoys pretrained from
+scratch train in a worker (`decoys`), then the fine-tunes (`finetunes`, in the workers, longest first)
+while the decoys from the base train in this process, then the manifest (`manifest`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,8 @@ from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from benchmarks.zoo.base import make_base
 from benchmarks.zoo.data import Dataset, write_data, write_parquet, write_tokenizer
-from benchmarks.zoo.decoys import make_decoys
-from benchmarks.zoo.finetunes import Job, job_args, run_finetune_job, zoo_jobs
+from benchmarks.zoo.decoys import decoy_pairs, make_base_decoys, run_scratch_decoys
+from benchmarks.zoo.finetunes import Job, job_args, longest_first, run_finetune_job, zoo_jobs
 from benchmarks.zoo.manifest import load_manifest, write_manifest
 from benchmarks.zoo.numerics import build_in_pinned_child, needs_pinning
 from benchmarks.zoo.world import BASE_REPO, SCALES, STAMP, ZOO_VERSION, World
@@ -153,44 +153,70 @@ def _build(*, out: Path, seed: int, scale_name: str, progress: bool, workers: in
         datasets = write_data(world)
         advance("tokenizer")
         tokenizer, vocab = write_tokenizer(world)
-        advance("base")
-        base = make_base(world, tokenizer, vocab)
-        advance(f"fine-tuning {len(jobs)} repos ({workers} processes) + decoys")
-        models = (base, tokenizer, vocab)
-        _finetunes_and_decoys(world, jobs, datasets, models=models, workers=workers, advance=advance)
+        advance("base (decoys from scratch beside it)")
+        _train_all(
+            world,
+            jobs,
+            datasets,
+            scale_name=scale_name,
+            models=(tokenizer, vocab),
+            workers=workers,
+            advance=advance,
+        )
         advance("manifest")
         write_manifest(world, scale_name=scale_name, datasets=datasets)
         bar.update(tid, advance=1, description=f"done in {time.perf_counter() - started:.0f}s")
     (out / STAMP).write_text(json.dumps({"seed": seed, "scale": scale_name, "version": ZOO_VERSION}))
 
 
-def _finetunes_and_decoys(
+def _train_all(
     world: World,
     jobs: list[Job],
     datasets: list[Dataset],
     *,
-    models: tuple[Any, Any, list[tuple[str, float]]],
+    scale_name: str,
+    models: tuple[Any, list[tuple[str, float]]],
     workers: int,
     advance: Callable[[str], None],
 ) -> None:
-    """Run the fine-tunes (in `workers` processes when more than one) and the decoys; record every repo."""
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_finetune_job, **job_args(world, j, datasets)) for j in jobs]
-            # the decoys train in this process meanwhile
-            make_decoys(world, *models)
-            advance("decoys done")
-            for future in futures:
-                repo, info = future.result()
-                world.manifest[repo] = info
-                advance(repo)
-    else:
+    """Train the base, the fine-tunes and the decoys, with `workers` processes beside this one; record every repo.
+
+    Every step runs single-threaded from its own seeds, so the files do not depend on where it runs; the
+    schedule only keeps both cores busy: the base alone would leave one idle for its whole training.
+    """
+    tokenizer, vocab = models
+    scratch = {
+        "out": str(world.out),
+        "seed": world.seed,
+        "scale_name": scale_name,
+        "corpus": world.corpus,
+        "vocab": vocab,
+        "pairs": decoy_pairs(world),
+    }
+    if workers <= 1:
+        world.manifest.update(run_scratch_decoys(**scratch))
+        base = make_base(world, tokenizer, vocab)
+        advance(f"fine-tuning {len(jobs)} repos + decoys")
+        make_base_decoys(world, base, tokenizer, vocab)
+        advance("decoys done")
         for job in jobs:
             repo, info = run_finetune_job(**job_args(world, job, datasets))
             world.manifest[repo] = info
             advance(repo)
-        make_decoys(world, *models)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        from_scratch = pool.submit(run_scratch_decoys, **scratch)
+        base = make_base(world, tokenizer, vocab)
+        advance(f"fine-tuning {len(jobs)} repos ({workers} processes) + decoys")
+        # The fine-tunes read the saved base; the longest go first, so no long one is left alone at the end.
+        futures = [pool.submit(run_finetune_job, **job_args(world, j, datasets)) for j in longest_first(jobs)]
+        make_base_decoys(world, base, tokenizer, vocab)
+        world.manifest.update(from_scratch.result())
         advance("decoys done")
+        for future in as_completed(futures):
+            repo, info = future.result()
+            world.manifest[repo] = info
+            advance(repo)
 
 
 def clean(out: Path) -> None:

@@ -1,16 +1,19 @@
 """The zoo's decoys: SST-2 repos the registry must refuse, one step per kind of failure.
 
 Each step makes one repo (or two) and records it with the reason the registry should give and the
-status it should end in. The steps run in a fixed order, each from its own seeds, in the build's main
-process while the fine-tunes train in workers.
+status it should end in, each from its own seeds. The decoys that do not descend from the base (other
+sizes and lineages, pretrained from scratch) train in a worker while the base trains
+(`run_scratch_decoys`); the others in the build's main process once the base is there (`make_base_decoys`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from benchmarks.zoo.data import tokenizer_texts
 from benchmarks.zoo.models import (
@@ -23,7 +26,7 @@ from benchmarks.zoo.models import (
     truncate_safetensors,
 )
 from benchmarks.zoo.tokenizer import fit_vocab, make_tokenizer
-from benchmarks.zoo.world import BASE_REPO, World
+from benchmarks.zoo.world import BASE_REPO, SCALES, World
 from search.finetune import model_card, save_checkpoint, state_dict_for_saving, task_pairs
 from search.tasks import get_task
 
@@ -35,7 +38,7 @@ class _Kit:
     """What every decoy step shares: the world, the base, the tokenizer and the SST-2 training pairs."""
 
     world: World
-    base: Any
+    base: Any  # None for the decoys pretrained from scratch
     tokenizer: Any
     vocab: list[tuple[str, float]]
     pairs: list[tuple[str, str]]
@@ -88,21 +91,40 @@ class _Kit:
         )
 
 
-def make_decoys(world: World, base: Any, tokenizer: Any, vocab: list[tuple[str, float]]) -> None:
-    """Make and record every decoy (in this order: their seeds are fixed, their order is kept anyway)."""
-    frame = world.frames["glue/sst2"]["train"]
-    kit = _Kit(
-        world=world,
-        base=base,
-        tokenizer=tokenizer,
-        vocab=vocab,
-        pairs=task_pairs(get_task("sst2"), frame.iloc[:256]),
-        short=max(world.scale.pretrain_steps // 5, 50),
-    )
+def _kit(world: World, base: Any, tokenizer: Any, vocab: list[tuple[str, float]], pairs: list) -> _Kit:
+    short = max(world.scale.pretrain_steps // 5, 50)
+    return _Kit(world=world, base=base, tokenizer=tokenizer, vocab=vocab, pairs=pairs, short=short)
+
+
+def decoy_pairs(world: World) -> list[tuple[str, str]]:
+    """The SST-2 training pairs every decoy is fine-tuned on."""
+    return task_pairs(get_task("sst2"), world.frames["glue/sst2"]["train"].iloc[:256])
+
+
+def run_scratch_decoys(
+    *, out: str, seed: int, scale_name: str, corpus: list[str], vocab: list[tuple[str, float]], pairs: list
+) -> dict[str, dict[str, Any]]:
+    """Make the decoys that do not descend from the base (a picklable unit for a worker process).
+
+    They need only the corpus, the vocabulary and the SST-2 pairs, so they train while the base does;
+    single-threaded and from their own seeds, their files do not depend on which process runs them.
+
+    Returns:
+        Their manifest entries (repo -> entry).
+    """
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(1)
+    world = World(out=Path(out), seed=seed, scale=SCALES[scale_name], corpus=corpus)
+    kit = _kit(world, None, make_tokenizer(vocab), vocab, pairs)
     _other_size(kit)
     _gated_gelu(kit)
-    other = _other_lineage(kit)
-    _false_card(kit, other)
+    _false_card(kit, _other_lineage(kit))
+    return world.manifest
+
+
+def make_base_decoys(world: World, base: Any, tokenizer: Any, vocab: list[tuple[str, float]]) -> None:
+    """Make and record the decoys fine-tuned from the base."""
+    kit = _kit(world, base, tokenizer, vocab, decoy_pairs(world))
     _truncated(kit)
     _nan_weights(kit)
     _pickle_only(kit)

@@ -105,6 +105,15 @@ def zoo_jobs(scale: Scale, *, tiny: bool) -> list[Job]:
     return jobs
 
 
+def longest_first(jobs: list[Job]) -> list[Job]:
+    """`jobs` by their most steps, longest first (a multi-task fine-tune may go on `MAX_CONTINUATIONS` times).
+
+    Workers take jobs in this order, so the last ones to finish are short and no core idles long at the end.
+    """
+    most = {j.repo: j.steps * (1 + MAX_CONTINUATIONS if j.role == "multitask" else 1) for j in jobs}
+    return sorted(jobs, key=lambda j: -most[j.repo])
+
+
 def job_args(world: World, job: Job, datasets: list[Dataset]) -> dict[str, Any]:
     """The keyword arguments of `run_finetune_job` for `job` (plain, picklable values)."""
     ds = next(d for d in datasets if d.name == job.dataset and d.task == job.task)
