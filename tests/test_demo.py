@@ -78,6 +78,8 @@ def test_demo_pipeline_on_tiny_zoo(tiny_zoo: Path, tmp_path: Path, monkeypatch, 
     # one model for both tasks: the ingredients are each task's multi-task model (zoo v4) or target
     multi = summary.multi
     assert multi is not None and multi.n_finished == TRIALS and "multitask/index.html" in index
+    # selected on one half of validation, reported on the other (the multi-task models trained on train)
+    assert multi.search_from == "validation" and "the other half of GLUE validation" in index
     models = load_manifest(tiny_zoo).get("multitask") or {}
     refs = {models.get(t, demo.TARGET_FMT.format(task=t)) for t in TASKS}
     assert {i["repo_id"] for i in multi.ingredients} <= refs

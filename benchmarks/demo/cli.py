@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         default=DemoConfig.multi_search_size,
         help="Examples in each task's search split for the multi-task search.",
     )
+    parser.add_argument(
+        "--multi-search-from",
+        default=DemoConfig.multi_search_from,
+        choices=("validation", "train"),
+        help="Carve the multi-task search split from one half of validation (held-out: the other) or from train.",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     return parser
 
@@ -71,6 +77,7 @@ def _config(args: argparse.Namespace) -> DemoConfig:
         search_size=args.search_size,
         multi_trials=args.multi_trials,
         multi_search_size=args.multi_search_size,
+        multi_search_from=args.multi_search_from,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         progress=not args.quiet,
     )

@@ -38,6 +38,7 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
         db_url=db_url,
         heldout_top_n=config.heldout_top_n,
         search_size=config.multi_search_size,
+        search_from=config.multi_search_from,
         seed=config.seed,
     )
     summary = run_search(search, progress=config.progress)
@@ -75,6 +76,7 @@ def run_multitask(config: DemoConfig, *, zoo: Path, out: Path, db_url: str, stor
         report=str(index.relative_to(out)),
         seconds=time.perf_counter() - started,
         baselines=baselines.as_dict(),
+        search_from=config.multi_search_from,
     )
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from benchmarks.demo.config import DemoSummary, MultiTaskResult, TaskResult
 from search.tasks import get_task
+from search.tasks.naming import split_sources
 
 
 def _fmt(value: float | None) -> str:
@@ -121,10 +122,11 @@ def baselines_table(title: str, baselines: dict[str, Any], *, multi: bool = Fals
 
 def multitask_table(multi: MultiTaskResult) -> Table:
     """The demo's multi-task table: per task, held-out scores of each model; normalized means below."""
+    search, heldout = split_sources(multi.search_from)
     table = Table(
         title=(
-            "one model for all tasks (held-out split; normalized = 100 x mean of score / fine-tuned score; "
-            "chosen on the search split)"
+            f"one model for all tasks (held-out: {heldout}; normalized = 100 x mean of score / fine-tuned "
+            f"score; chosen on the search split: {search})"
         )
     )
     columns = (
@@ -226,8 +228,9 @@ def _multi_html(multi: MultiTaskResult | None) -> str:
     )
     link = html.escape(Path(multi.report).relative_to("report").as_posix())
     return f"""<h2>One model for all tasks (<a href='{link}'>multi-task study</a>)</h2>
-<p>Held-out scores; normalized mean = 100 x mean of each score over the task's own fine-tuned model's.
-The global lambda ({multi.baseline_lambda:g}) and the composition were chosen on the search split.</p>
+<p>Held-out scores ({html.escape(split_sources(multi.search_from)[1])}); normalized mean = 100 x mean of
+each score over the task's own fine-tuned model's. The global lambda ({multi.baseline_lambda:g}) and the
+composition were chosen on the search split ({html.escape(split_sources(multi.search_from)[0])}).</p>
 <table><tr><th>task</th><th>fine-tuned</th><th>base</th><th>global lambda</th><th>multi-task search</th></tr>
 {rows}
 <tr><th>normalized mean</th><td>100.00</td><td>{_fmt(multi.base_normalized["heldout"])}</td>
@@ -306,6 +309,7 @@ def _multi_json(multi: MultiTaskResult) -> dict[str, Any]:
     return {
         "baselines": _baselines_json(multi.baselines),
         "study": multi.study,
+        "search_from": multi.search_from,
         "trials": multi.n_finished,
         "pruned": multi.n_pruned,
         "finetuned": multi.finetuned_scores,
