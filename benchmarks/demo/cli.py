@@ -15,7 +15,7 @@ from benchmarks.demo.config import DESCRIPTION, DemoConfig
 from benchmarks.demo.render import print_summary
 from benchmarks.demo.run import run_demo
 from registry.errors import TaskvecError
-from search.tasks import GLUE_TASKS
+from search.tasks import GLUE_TASKS, SEARCH_SOURCES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--multi-search-from",
         default=DemoConfig.multi_search_from,
-        choices=("validation", "train"),
+        choices=SEARCH_SOURCES,
         help="Carve the multi-task search split from one half of validation (held-out: the other) or from train.",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")

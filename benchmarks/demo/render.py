@@ -227,10 +227,11 @@ def _multi_html(multi: MultiTaskResult | None) -> str:
         for t in multi.finetuned_scores
     )
     link = html.escape(Path(multi.report).relative_to("report").as_posix())
+    search, heldout = (html.escape(words) for words in split_sources(multi.search_from))
     return f"""<h2>One model for all tasks (<a href='{link}'>multi-task study</a>)</h2>
-<p>Held-out scores ({html.escape(split_sources(multi.search_from)[1])}); normalized mean = 100 x mean of
-each score over the task's own fine-tuned model's. The global lambda ({multi.baseline_lambda:g}) and the
-composition were chosen on the search split ({html.escape(split_sources(multi.search_from)[0])}).</p>
+<p>Held-out scores ({heldout}); normalized mean = 100 x mean of each score over the task's own fine-tuned
+model's. The global lambda ({multi.baseline_lambda:g}) and the composition were chosen on the search
+split ({search}).</p>
 <table><tr><th>task</th><th>fine-tuned</th><th>base</th><th>global lambda</th><th>multi-task search</th></tr>
 {rows}
 <tr><th>normalized mean</th><td>100.00</td><td>{_fmt(multi.base_normalized["heldout"])}</td>

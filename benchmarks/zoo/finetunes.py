@@ -110,8 +110,7 @@ def longest_first(jobs: list[Job]) -> list[Job]:
 
     Workers take jobs in this order, so the last ones to finish are short and no core idles long at the end.
     """
-    most = {j.repo: j.steps * (1 + MAX_CONTINUATIONS if j.role == "multitask" else 1) for j in jobs}
-    return sorted(jobs, key=lambda j: -most[j.repo])
+    return sorted(jobs, key=lambda j: -j.steps * (1 + MAX_CONTINUATIONS if j.role == "multitask" else 1))
 
 
 def job_args(world: World, job: Job, datasets: list[Dataset]) -> dict[str, Any]:
