@@ -180,7 +180,9 @@ class Composer:
         ]
         self.numel = sum(e.theta.numel() for e in self._entries)
         rows = max(self.k, 1)
-        self._scratch = torch.empty(rows * self.chunk, dtype=torch.float32, device=self.device)
+        # The fused kernel widens in registers: only the torch path needs the [K, chunk] fp32 scratch.
+        scratch = 0 if self._fused is not None else rows * self.chunk
+        self._scratch = torch.empty(scratch, dtype=torch.float32, device=self.device)
         self._buf = torch.empty(self.chunk, dtype=torch.float32, device=self.device)
         self._method_scratch = self.method.scratch(self.k, self.chunk) if self.k else None
         if self._method_scratch is not None:
