@@ -114,18 +114,25 @@ def race_sizes(n_examples: int, *, start: int = RACE_START) -> list[int]:
     return [*sizes, n_examples]
 
 
-def eliminate(results: Mapping[K, ScoreResult], *, task: str, rule: RaceRule = RaceRule()) -> set[K]:
+def eliminate(
+    results: Mapping[K, ScoreResult],
+    *,
+    task: str,
+    rule: RaceRule = RaceRule(),
+    tie: Callable[[K], Any] = str,
+) -> set[K]:
     """The candidates clearly behind the leaders on a shared prefix.
 
     Args:
         results: each candidate's best-lambda result on the same examples, in the same order.
         task: the task whose metric is resampled.
         rule: keep, z, resamples, seed.
+        tie: the order among equal scores (the first leads): by name, unless told otherwise.
 
     Returns:
         The candidates to drop (never one of the `rule.keep` best).
     """
-    ranked = sorted(results, key=lambda k: (-results[k].score, str(k)))
+    ranked = sorted(results, key=lambda k: (-results[k].score, tie(k)))
     if len(ranked) <= rule.keep:
         return set()
     bar = results[ranked[rule.keep - 1]]
@@ -153,11 +160,10 @@ def racing_lambdas(
     if not rule.lambdas:
         return lams
     one = RaceRule(keep=1, z=rule.z, resamples=rule.resamples, seed=rule.seed)
-    # Zero-padded keys sort as numbers on ties: a tied smaller lambda leads, as `Standing.best` prefers
-    dropped = eliminate(
-        {f"{lam:020.10f}": t["result"] for lam, t in zip(lams, tried, strict=True)}, task=task, rule=one
-    )
-    return [lam for lam in lams if f"{lam:020.10f}" not in dropped]
+    # On a tie the smaller lambda leads, as `Standing.best` prefers.
+    results = {lam: t["result"] for lam, t in zip(lams, tried, strict=True)}
+    dropped = eliminate(results, task=task, rule=one, tie=float)
+    return [lam for lam in lams if lam not in dropped]
 
 
 @dataclass
