@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from registry.errors import ModelError
 from search.vectors import TaskVector, cache_path, load_vector
 from search.vectors.cache import CHECKSUM_KEY, tensors_digest
 from tests.t5_repos import make_base, make_finetune
@@ -114,3 +115,20 @@ def test_a_cache_file_without_a_checksum_is_rebuilt_with_one(pinned):
     assert _equal(load_vector(**kw), direct)
     with safe_open(str(path), framework="pt") as fh:
         assert CHECKSUM_KEY in fh.metadata()
+
+
+def test_a_damaged_file_without_its_snapshot_is_removed_with_a_clear_error(pinned):
+    """A study composes from cached vectors without locating their snapshots (`Path()` as the folder):
+    a damaged file then cannot be rebuilt in place, so it is removed and the error says how to recover."""
+    direct, kw = pinned
+    load_vector(**kw)
+    path = _path(kw)
+    _flip_a_data_byte(path)
+    with pytest.raises(ModelError) as err:
+        load_vector(**{**kw, "candidate_dir": Path()})
+    message = str(err.value)
+    assert message.startswith(f"{path}: cached vector fails its checksum (the file was damaged), and the ")
+    assert "cccccccccccc to rebuild it from is not on disk" in message
+    assert "run the command again" in message
+    assert not path.exists()  # the rerun finds no cached vector, locates the snapshot and rebuilds
+    assert _equal(load_vector(**kw), direct)

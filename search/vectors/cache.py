@@ -198,6 +198,14 @@ def load_vector(
             if vector.vector_id == candidate_revision:
                 return vector
         except ModelError as exc:
+            if not (Path(candidate_dir) / "config.json").is_file():
+                # The caller counted on the cache and did not locate the snapshot (a streamed screen may
+                # have deleted it): drop the bad file so that a rerun locates the snapshot and rebuilds.
+                path.unlink(missing_ok=True)
+                raise ModelError(
+                    f"{exc}, and the snapshot of {candidate_revision[:12]} to rebuild it from is not on "
+                    "disk; removed it: run the command again to fetch the snapshot and rebuild the vector"
+                ) from exc
             log.warning("%s; rebuilding it", exc)  # a damaged entry is rebuilt below, never trusted
     vector = TaskVector.from_checkpoints(base=base_dir, finetuned=candidate_dir, vector_id=candidate_revision)
     save_vector(
