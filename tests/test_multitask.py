@@ -13,7 +13,14 @@ from registry.errors import TaskvecError
 from search import leaderboard as lb
 from search.export import export_trial
 from search.scoring import Scorer, load_seq2seq
-from search.study import SearchConfig, global_lambda_baseline, lambda_param, run_search, use_param
+from search.study import (
+    SearchConfig,
+    global_lambda_baseline,
+    lambda_param,
+    run_search,
+    study_baselines,
+    use_param,
+)
 from search.study.objectives import Control, combine, pareto_mask
 from search.tasks import load_split
 from tests.search_world import SEARCH_SIZE, taskvec
@@ -123,6 +130,23 @@ def test_warm_start_and_global_lambda_baseline_agree(screened_db, multitask_conf
         s["heldout"] is not None for s in baseline.scores.values()
     )
     assert baseline.objective_search == pytest.approx(baseline.grid[baseline.lambda_])
+
+
+@pytest.mark.slow
+def test_warm_start_tries_each_reference_alone_as_the_best_single_baseline(
+    screened_db, multitask_config, searched
+):
+    """After the uniform lambdas, each reference alone at 1.0: the search starts from the best single it
+    is shown beside, so it cannot end below it on the search split."""
+    study = optuna.load_study(study_name=searched.study_name, storage=screened_db.storage)
+    refs = sorted(REFS.values())
+    singles = study.trials[3 : 3 + len(refs)]
+    for trial, ref in zip(singles, refs, strict=True):
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert trial.params == {**{use_param(r): r == ref for r in refs}, lambda_param(ref): 1.0}
+    best = next(r for r in study_baselines(multitask_config).rows if r.name == "best-single")
+    assert best.objective_search == pytest.approx(max(t.value for t in singles), abs=1e-9)
+    assert study.best_value >= best.objective_search - 1e-9
 
 
 @pytest.mark.slow

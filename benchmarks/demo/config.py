@@ -34,7 +34,8 @@ class DemoConfig:
             192, not the single-task 24: it has 8 parameters (4 vectors in or out, 4 lambdas). Measured on
             zoo v8 (AMD EPYC) from a validation half: at 96 trials 2 of 4 searches (zoo seeds 0 and 1,
             sampler seeds 0 to 2 on zoo 0) ended on two vectors, the others on CoLA's vector alone; at
-            192 all 4 did, each above the best single on held-out.
+            192 all 4 did, each above the best single on held-out (both with the uniform warm start
+            alone; `search.study.space.multitask_warm_start` has what its singles changed).
         multi_objective: its objective (`normalized-mean`, `mean` or `pareto`).
         multi_search_size: examples in each task's search split for the multi-task search (None: all of
             it; from train, the data module's default, the split the zoo's multi-task models left out of
