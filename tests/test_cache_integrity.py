@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from registry.errors import ModelError
 from search.vectors import TaskVector, cache_path, load_vector
-from search.vectors.cache import CHECKSUM_KEY, tensors_digest
+from search.vectors.cache import CHECKSUM_KEY, save_vector, tensors_digest
 from tests.t5_repos import make_base, make_finetune
 
 BASE_SHA, CAND_SHA = "b" * 40, "c" * 40
@@ -132,3 +132,21 @@ def test_a_damaged_file_without_its_snapshot_is_removed_with_a_clear_error(pinne
     assert "run the command again" in message
     assert not path.exists()  # the rerun finds no cached vector, locates the snapshot and rebuilds
     assert _equal(load_vector(**kw), direct)
+
+
+def test_a_file_of_another_revision_is_rebuilt_or_removed_as_a_damaged_one(pinned, caplog):
+    direct, kw = pinned
+    path = _path(kw)
+    other = TaskVector({n: t + 1.0 for n, t in direct.deltas.items()}, vector_id="d" * 40)
+    save_vector(other, path)
+    with pytest.raises(
+        ModelError, match=r"cached vector is of dddddddddddd, not cccccccccccc, and the snapshot"
+    ):
+        load_vector(**{**kw, "candidate_dir": Path()})
+    assert not path.exists()
+    save_vector(other, path)
+    with caplog.at_level(logging.WARNING, logger="search.vectors.cache"):
+        assert _equal(load_vector(**kw), direct)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: cached vector is of dddddddddddd, not cccccccccccc; rebuilding it"
+    ]

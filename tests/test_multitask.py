@@ -137,7 +137,7 @@ def test_warm_start_tries_each_reference_alone_as_the_best_single_baseline(
     screened_db, multitask_config, searched
 ):
     """After the uniform lambdas, each reference alone at 1.0: the search starts from the best single it
-    is shown beside, so it cannot end below it on the search split."""
+    is shown beside, so (where those trials run to the end) it does not end below it on the search split."""
     study = optuna.load_study(study_name=searched.study_name, storage=screened_db.storage)
     refs = sorted(REFS.values())
     singles = study.trials[3 : 3 + len(refs)]

@@ -183,9 +183,10 @@ def multitask_warm_start(
     The singles were left out before, from a measurement on the 200 train rows that overrated cola-ft
     alone (96 trials, zoo seeds 0 to 2: 2 of 7 searches seeded with them ended on one vector, 1 of 9
     without). Measured again from the validation half, 192 trials, zoo v8 seeds 0, 1, 3, 4 (held-out,
-    without -> with them): 70.90 -> 71.53 (rte-ft + cola-ft both times, with them sst2-ft at 0.06 too), 71.89 -> 71.89,
-    66.64 -> 68.45 and 62.36 -> 67.80; on seed 4 the search without them ended below cola-ft alone on
-    its own split (65.11 against 66.34), on seeds 3 and 4 with them it ends on cola-ft alone (x0.76, x0.91).
+    without -> with them): 70.90 -> 71.53 (rte-ft + cola-ft both times; with them sst2-ft at 0.06 too),
+    71.89 -> 71.89, 66.64 -> 68.45 and 62.36 -> 67.80. On seed 4 the search without them ended below
+    cola-ft alone on its own split (65.11 against 66.34); on seeds 3 and 4 with them it ends on cola-ft
+    alone, scaled (x0.76, x0.91).
     """
     repos = [c["repo_id"] for c in candidates]
     refs = {c["repo_id"] for c in candidates if c.get("role") == "reference"} or set(repos)

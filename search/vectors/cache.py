@@ -184,7 +184,8 @@ def load_vector(
         The vector (tensors memory-mapped from the cache file).
 
     Raises:
-        ModelError: if the candidate does not match the base (see `TaskVector.from_checkpoints`).
+        ModelError: if the candidate does not match the base (see `TaskVector.from_checkpoints`), or a bad
+            cache file cannot be rebuilt because `candidate_dir` holds no snapshot (the file is removed).
     """
     if dtype not in (torch.float32, torch.bfloat16):
         raise ModelError(f"vector cache dtype must be float32 or bfloat16, not {dtype}")
@@ -197,16 +198,18 @@ def load_vector(
             vector = mmap_vector(path)
             if vector.vector_id == candidate_revision:
                 return vector
+            problem = f"{path}: cached vector is of {vector.vector_id[:12] or 'no revision'}, not {candidate_revision[:12]}"
         except ModelError as exc:
-            if not (Path(candidate_dir) / "config.json").is_file():
-                # The caller counted on the cache and did not locate the snapshot (a streamed screen may
-                # have deleted it): drop the bad file so that a rerun locates the snapshot and rebuilds.
-                path.unlink(missing_ok=True)
-                raise ModelError(
-                    f"{exc}, and the snapshot of {candidate_revision[:12]} to rebuild it from is not on "
-                    "disk; removed it: run the command again to fetch the snapshot and rebuild the vector"
-                ) from exc
-            log.warning("%s; rebuilding it", exc)  # a damaged entry is rebuilt below, never trusted
+            problem = str(exc)
+        if not (Path(candidate_dir) / "config.json").is_file():
+            # The caller counted on the cache and did not locate the snapshot (a streamed screen may have
+            # deleted it): drop the bad file so that a rerun locates the snapshot and rebuilds.
+            path.unlink(missing_ok=True)
+            raise ModelError(
+                f"{problem}, and the snapshot of {candidate_revision[:12]} to rebuild it from is not on "
+                "disk; removed it: run the command again to fetch the snapshot and rebuild the vector"
+            )
+        log.warning("%s; rebuilding it", problem)  # a bad entry is rebuilt below, never trusted
     vector = TaskVector.from_checkpoints(base=base_dir, finetuned=candidate_dir, vector_id=candidate_revision)
     save_vector(
         vector,
