@@ -150,8 +150,7 @@ def warm_start_params(
     out: list[dict[str, Any]] = []
 
     def add(coefs: dict[str, float]) -> None:
-        params: dict[str, Any] = {use_param(r): r in coefs for r in repos}
-        params.update({lambda_param(r): v for r, v in coefs.items()})
+        params = _trial_params(repos, coefs)
         if params not in out:
             out.append(params)
 
@@ -173,6 +172,13 @@ def _clamp(lam: float, lambda_max: float) -> float:
     return min(lambda_max, max(0.0, lam))
 
 
+def _trial_params(repos: Sequence[str], coefs: dict[str, float]) -> dict[str, Any]:
+    """The study parameters of one composition: each of `repos` in or out, and the lambdas of those in."""
+    params: dict[str, Any] = {use_param(r): r in coefs for r in repos}
+    params.update({lambda_param(r): v for r, v in coefs.items()})
+    return params
+
+
 def multitask_warm_start(
     candidates: Sequence[dict[str, Any]], *, lambda_max: float, lambdas: Sequence[float] = WARM_UNIFORM
 ) -> list[dict[str, Any]]:
@@ -190,16 +196,10 @@ def multitask_warm_start(
     """
     repos = [c["repo_id"] for c in candidates]
     refs = {c["repo_id"] for c in candidates if c.get("role") == "reference"} or set(repos)
-    out = []
-    for lam in lambdas:
-        params: dict[str, Any] = {use_param(r): r in refs for r in repos}
-        params.update({lambda_param(r): min(lambda_max, lam) for r in repos if r in refs})
-        out.append(params)
+    in_order = [r for r in repos if r in refs]
+    out = [_trial_params(repos, dict.fromkeys(in_order, min(lambda_max, lam))) for lam in lambdas]
     alone = {c["repo_id"]: float(c.get("best_lambda", 1.0)) for c in candidates}
-    for ref in sorted(refs):
-        params = {use_param(r): r == ref for r in repos}
-        params[lambda_param(ref)] = _clamp(alone[ref], lambda_max)
-        out.append(params)
+    out += [_trial_params(repos, {ref: _clamp(alone[ref], lambda_max)}) for ref in sorted(refs)]
     return out
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from registry.constants import vector_cache_dir
+from registry.constants import CONFIG_NAME, vector_cache_dir
 from registry.errors import ModelError
 from search.vectors.taskvector import TaskVector
 
@@ -198,10 +198,11 @@ def load_vector(
             vector = mmap_vector(path)
             if vector.vector_id == candidate_revision:
                 return vector
-            problem = f"{path}: cached vector is of {vector.vector_id[:12] or 'no revision'}, not {candidate_revision[:12]}"
+            found = vector.vector_id[:12] or "no revision"
+            problem = f"{path}: cached vector is of {found}, not {candidate_revision[:12]}"
         except ModelError as exc:
             problem = str(exc)
-        if not (Path(candidate_dir) / "config.json").is_file():
+        if not (Path(candidate_dir) / CONFIG_NAME).is_file():
             # The caller counted on the cache and did not locate the snapshot (a streamed screen may have
             # deleted it): drop the bad file so that a rerun locates the snapshot and rebuilds.
             path.unlink(missing_ok=True)
